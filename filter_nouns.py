@@ -1,0 +1,67 @@
+"""Stage 3: pick the nouns that describe the images (reverse classification).
+
+Spherical k-means splits the train images into k semantic centers; every noun is classified to
+its most likely center (softmax of cosine similarity over the centers) and each center keeps its
+gamma most confident nouns. Writes kept_nouns.npy (row indices into nouns.csv, center by center,
+best first), kept_nouns.csv (center, word, probability) and semantic_centers.npy.
+"""
+import os
+
+import numpy as np
+
+from utils.backbones import backbone_tag
+from utils.clustering import member_centers, spherical_kmeans
+from utils.config import (add_kmeans_args, add_num_clusters, base_parser, default_num_centers, kmeans_settings,
+                          num_clusters, pick_device, seed_everything)
+from utils.io import StageError, StageRun, nouns_dir, read_csv_column, run_main, stage_dir
+from utils.text_space import reverse_classify, top_nouns_per_center
+
+
+def main():
+    parser = base_parser(__doc__)
+    add_num_clusters(parser)
+    parser.add_argument("--k", type=int, default=None, help="semantic centers (default: the authors' value on a paper dataset, else Eq. 2)")
+    parser.add_argument("--gamma", type=int, default=5, help="nouns kept per center")
+    add_kmeans_args(parser, niter=300, nredo=10)
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    seed_everything(args.seed)
+    tag = backbone_tag(args.backbone)
+    folder, vocab = stage_dir(args.data_dir, args.dataset, tag), nouns_dir(args.data_dir, tag)
+    run = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=tag)
+
+    images = run.load_embedding(os.path.join(folder, "image_embedding_train.npy"), "image_embedding.py")
+    nouns_csv = os.path.join(vocab, "nouns.csv")
+    run.check_input(nouns_csv, "text_embedding.py")
+    words = read_csv_column(nouns_csv, "word")
+    nouns = run.load_embedding(os.path.join(vocab, "noun_embedding.npy"), "text_embedding.py", rows=("nouns.csv", len(words)))
+    if nouns.shape[1] != images.shape[1]:
+        raise StageError(f"noun embeddings are {nouns.shape[1]}-d but image embeddings are {images.shape[1]}-d: make both with the same --backbone")
+    if args.gamma < 1:
+        raise StageError(f"--gamma must be at least 1, got {args.gamma}")
+    if args.k is not None:
+        k, why = args.k, "--k"
+    else:  # Eq. 2 needs K: from --num-clusters or the train labels
+        labels = run.load_labels(os.path.join(folder, "labels_train.npy"), len(images), required=args.num_clusters is None)
+        k, why = default_num_centers(args.dataset, len(images), num_clusters(args, labels))
+    print(f"k = {k} semantic centers ({why}); {len(images)} train images, {len(words)} nouns, gamma = {args.gamma}")
+
+    assignments, faiss_centroids = spherical_kmeans(images, k, device=device, **kmeans_settings(args))
+    centers, sizes = member_centers(images, assignments, k, fallback=faiss_centroids)
+    noun_center, confidence = reverse_classify(nouns, centers)
+    kept, kept_center = top_nouns_per_center(noun_center, confidence, k, args.gamma)
+    if kept.size == 0:
+        raise StageError("no noun was kept; the vocabulary is empty or unusable")
+    extra = {"k": k, "k_source": why, "gamma": args.gamma, "empty_centers": int((sizes == 0).sum()),
+             "centers_without_nouns": int(k - np.unique(kept_center).size), "kmeans": kmeans_settings(args)}
+    run.save_array(os.path.join(folder, "semantic_centers.npy"), centers.astype(np.float32), extra)
+    run.save_array(os.path.join(folder, "kept_nouns.npy"), kept.astype(np.int64), extra)
+    rows = [[int(c), words[i], f"{confidence[i]:.6f}"] for i, c in zip(kept, kept_center)]
+    run.save_csv(os.path.join(folder, "kept_nouns.csv"), ["center", "word", "probability"], rows, extra)
+    print(f"kept {kept.size} nouns from {np.unique(kept_center).size} of {k} centers "
+          f"({extra['centers_without_nouns']} centers got no noun, {extra['empty_centers']} had no image) -> {folder}")
+    print("first kept:", ", ".join(words[i] for i in kept[:8]))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,42 @@
+"""Stage 1: image embeddings of the train and test splits, with their labels.
+
+Writes data/<ds>/<bb>/image_embedding_{train,test}.npy (float32, N x D, the encoder's output,
+not normalised) and labels_{train,test}.npy (int64, -1 where the dataset has none).
+"""
+import os
+
+import torch
+
+from utils.backbones import backbone_tag, embed_images, load_backbone
+from utils.config import base_parser, pick_device, seed_everything
+from utils.datasets import build_transform, load_split
+from utils.io import StageRun, run_main, stage_dir
+
+
+def main():
+    parser = base_parser(__doc__)
+    parser.add_argument("--root", default=None, help="where the dataset lives or is downloaded to (default: <data-dir>/datasets)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 0 on the CPU, 8 on a GPU)")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    seed_everything(args.seed)
+    tag = backbone_tag(args.backbone)
+    out = stage_dir(args.data_dir, args.dataset, tag)
+    root = args.root or os.path.join(args.data_dir, "datasets")
+    workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
+
+    backbone = load_backbone(args.backbone, device, cache_dir=os.path.join(args.data_dir, "backbones"))
+    transform = build_transform(args.dataset, backbone)
+    run = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=tag)
+    for split in ("train", "test"):
+        dataset = load_split(args.dataset, split, root, transform)
+        with torch.inference_mode():
+            features, labels = embed_images(backbone, dataset, args.batch_size, workers, desc=f"{split} images")
+        run.save_array(os.path.join(out, f"image_embedding_{split}.npy"), features)
+        run.save_array(os.path.join(out, f"labels_{split}.npy"), labels)
+        print(f"{split}: {features.shape[0]} images x {features.shape[1]} dims -> {out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny randomly initialised CLIP saved as a checkpoint that clip.load(path)
+accepts, a generated image folder, and a tiny vocabulary."""
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def run_script(script, *args, cwd=ROOT, check=True):
+    """Run a stage script as a user would, from a shell; return the completed process."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=cwd, env=env,
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A 2-layer CLIP (32-px ViT, 64-wide text transformer, 32-d joint space), random weights,
+    saved as TorchScript the way the released checkpoints are."""
+    import clip
+    import torch
+    from clip.model import CLIP
+
+    torch.manual_seed(0)
+    model = CLIP(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+                 context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=2).eval()
+    path = tmp_path_factory.mktemp("backbone") / "tiny-clip.pt"
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (torch.randn(2, 3, 32, 32), clip.tokenize(["a dog", "a cat"])), check_trace=False)
+    traced.save(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """train/ and test/ folders of 40 px PNGs in 3 class subfolders: noisy red, green and blue squares."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("images") / "shapes"
+    for split, count in (("train", 24), ("test", 12)):
+        for label, name in enumerate(("red", "green", "blue")):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                pixels = rng.integers(0, 60, size=(40, 40, 3))
+                pixels[8:32, 8:32, label] += 180
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i:03d}.png")
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_vocabulary(tmp_path_factory):
+    words = ["apple", "tomato", "cherry", "grass", "leaf", "frog", "sky", "ocean", "sapphire",
+             "stone", "cloud", "null", "rose", "lime", "apple"]  # repeats and `null`, as the real file has
+    path = tmp_path_factory.mktemp("vocab") / "nouns.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["word", "definition"])
+        writer.writerows([[w, f"definition of {w}"] for w in words])
+    return str(path), words

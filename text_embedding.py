@@ -1,0 +1,44 @@
+"""Stage 2: embeddings of a noun vocabulary (default: the authors' WordNet nouns).
+
+Each word goes into 7 prompt templates; its embedding is the plain mean of the 7 raw text
+features, as the authors. Writes data/nouns/<bb>/noun_embedding.npy (M x D) and nouns.csv (the
+words in the same row order). The CSV is read with the csv module, so the word `null` stays
+`null` (the authors' pandas reader turned it into NaN and encoded the prompt "nan").
+"""
+import os
+
+from utils.backbones import backbone_tag, load_backbone
+from utils.config import base_parser, pick_device, seed_everything
+from utils.io import StageError, StageRun, nouns_dir, read_csv_column, run_main
+from utils.text_space import TEMPLATES, encode_vocabulary
+
+
+def main():
+    parser = base_parser(__doc__)
+    parser.add_argument("--nouns", default=None, help="CSV with a `word` column (default: <data-dir>/WordNetNouns.csv)")
+    parser.add_argument("--batch-size", type=int, default=256, help="prompts per forward pass")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    seed_everything(args.seed)
+    tag = backbone_tag(args.backbone)
+    vocabulary = args.nouns or os.path.join(args.data_dir, "WordNetNouns.csv")
+    out = nouns_dir(args.data_dir, tag)
+
+    run = StageRun(__file__, args, args.data_dir, backbone=tag)
+    run.check_input(vocabulary, "data/build_wordnet_nouns.py (or pass --nouns with your own CSV)")
+    words = read_csv_column(vocabulary, "word")
+    empty = [i for i, w in enumerate(words) if not w.strip()]
+    if empty:
+        raise StageError(f"{vocabulary} has an empty word on data row {empty[0]}: remove or fill that row")
+    if not words:
+        raise StageError(f"{vocabulary} has no words")
+    backbone = load_backbone(args.backbone, device, cache_dir=os.path.join(args.data_dir, "backbones"))
+    embedding, num_prompts = encode_vocabulary(backbone, words, TEMPLATES, args.batch_size)
+    extra = {"templates": list(TEMPLATES), "distinct_prompts": num_prompts, "vocabulary_rows": len(words)}
+    run.save_csv(os.path.join(out, "nouns.csv"), ["word"], [[w] for w in words], extra)
+    run.save_array(os.path.join(out, "noun_embedding.npy"), embedding, extra)
+    print(f"{len(words)} nouns ({len(set(words))} distinct, {num_prompts} distinct prompts) x {embedding.shape[1]} dims -> {out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

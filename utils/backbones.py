@@ -1,0 +1,110 @@
+"""Backbones: one call, `load_backbone(name, device)`, returns an object with
+
+    encode_image(images: FloatTensor[B, 3, H, W]) -> FloatTensor[B, D]
+    encode_text(texts: list[str])                 -> FloatTensor[B, D]
+    input_resolution, mean, std                   (for the dataset transforms)
+    width                                         (D)
+
+so every stage works on any backbone: a `clip.load` name (`ViT-B/32`), a CLIP checkpoint
+path, or an offline joint space registered in OFFLINE_BACKBONES.
+"""
+import os
+
+import torch
+
+from utils.io import StageError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# name -> module path of an offline backbone with `load(device, cache_dir) -> backbone`;
+# imported lazily so the CLIP path never needs their packages.
+OFFLINE_BACKBONES = {}
+
+
+def backbone_tag(name):
+    """Folder name for a backbone: `ViT-B/32` -> `ViT-B-32`; a checkpoint path -> its file stem."""
+    if os.path.sep in name and (os.path.isfile(name) or name.endswith(".pt")):
+        return os.path.splitext(os.path.basename(name))[0]
+    return name.replace("/", "-")
+
+
+class ClipBackbone:
+    """The OpenAI CLIP model behind the shared contract, run in fp32 on the CPU and fp16 on the GPU."""
+
+    def __init__(self, model, device):
+        self.model = model.eval()
+        self.device = device
+        self.input_resolution = model.visual.input_resolution
+        self.mean, self.std = CLIP_MEAN, CLIP_STD
+        self.width = model.text_projection.shape[1]
+        self.dtype = model.dtype
+
+    @torch.no_grad()
+    def encode_image(self, images):
+        return self.model.encode_image(images.to(self.device, self.dtype)).float()
+
+    @torch.no_grad()
+    def encode_text(self, texts):
+        import clip
+
+        tokens = clip.tokenize(texts, truncate=True).to(self.device)
+        return self.encode_tokens_trimmed(tokens).float()
+
+    def encode_tokens_trimmed(self, tokens):
+        """CLIP's encode_text with the context cut to the longest prompt of the batch.
+
+        Exact: the causal mask means no position attends past itself, and the feature is read at
+        the end-of-text token, which lies inside the kept prefix.
+        """
+        model = self.model
+        length = int((tokens != 0).sum(1).max())
+        tokens = tokens[:, :length]
+        x = model.token_embedding(tokens).type(self.dtype) + model.positional_embedding[:length].type(self.dtype)
+        x = x.permute(1, 0, 2)  # sequence first, as CLIP's transformer expects
+        mask = torch.full((length, length), float("-inf"), device=x.device).triu_(1).type(self.dtype)
+        for block in model.transformer.resblocks:
+            x = x + block.attn(block.ln_1(x), block.ln_1(x), block.ln_1(x), need_weights=False, attn_mask=mask)[0]
+            x = x + block.mlp(block.ln_2(x))
+        x = model.ln_final(x.permute(1, 0, 2)).type(self.dtype)
+        eot = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
+        return x[torch.arange(x.shape[0]), eot] @ model.text_projection
+
+
+def load_clip(name, device):
+    import clip
+
+    if os.path.sep in name and not os.path.isfile(name):
+        raise StageError(f"backbone checkpoint {name} does not exist; pass a clip.load name ({', '.join(clip.available_models())}) or an existing checkpoint path")
+    if os.path.sep not in name and name not in clip.available_models():
+        known = ", ".join(list(clip.available_models()) + sorted(OFFLINE_BACKBONES))
+        raise StageError(f"unknown backbone {name!r}; use one of: {known}, or a CLIP checkpoint path")
+    try:
+        model, _ = clip.load(name, device=device, jit=False)
+    except (RuntimeError, OSError) as error:
+        raise StageError(f"could not load CLIP backbone {name!r} ({error}); check the network, or pass a local checkpoint path with --backbone") from error
+    return ClipBackbone(model, device)
+
+
+def load_backbone(name, device, cache_dir=None):
+    if name in OFFLINE_BACKBONES:
+        import importlib
+
+        return importlib.import_module(OFFLINE_BACKBONES[name]).load(device=device, cache_dir=cache_dir)
+    return load_clip(name, device)
+
+
+def embed_images(backbone, dataset, batch_size, workers, desc):
+    """Image features (float32, N x D, as the encoder gives them) and labels of a whole dataset."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    if len(dataset) == 0:
+        raise StageError(f"{desc}: the dataset has no images")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    features, labels = [], []
+    for images, targets in tqdm(loader, desc=desc, unit="batch"):
+        features.append(backbone.encode_image(images).float().cpu().numpy())
+        labels.append(np.asarray(targets, dtype=np.int64))
+    return np.concatenate(features).astype(np.float32), np.concatenate(labels)

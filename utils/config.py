@@ -1,0 +1,84 @@
+"""Command-line arguments every stage shares, the device choice, seeding, and per-dataset defaults."""
+import argparse
+import random
+
+import numpy as np
+
+from utils.io import StageError
+
+# Semantic centers k of filter_nouns.py, as the authors ran each dataset (REFERENCE.md). Eq. 2,
+# k = max(N/300, 3K), gives all of them except STL-10 (30 by the formula; the authors used 17).
+PAPER_NUM_CENTERS = {
+    "cifar10": 167, "cifar20": 167, "stl10": 17, "imagenet10": 43,
+    "imagenet-dogs": 65, "dtd": 141, "ucf101": 303, "imagenet": 4271,
+}
+
+# The authors' head-training settings for the two large datasets; the rest use the defaults.
+LARGE_DATASET_HEAD = {"batch_size": 8192, "epochs": 100, "tau": 5.0}
+LARGE_DATASETS = ("ucf101", "imagenet")
+
+
+def base_parser(description):
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-dir", default="./data", help="where every stage reads and writes its files")
+    parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar20, stl10, imagenet10, imagenet-dogs, dtd, ucf101, imagenet, fashion-mnist, or folder:<path>")
+    parser.add_argument("--backbone", default="ViT-B/32", help="a clip.load name, a CLIP checkpoint path, or an offline backbone name")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when a GPU is visible")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def add_num_clusters(parser):
+    parser.add_argument("--num-clusters", type=int, default=None, help="K; default: the number of distinct labels")
+
+
+def add_kmeans_args(parser, niter, nredo):
+    """k-means settings that moved the authors' results between faiss versions, made explicit."""
+    parser.add_argument("--kmeans-niter", type=int, default=niter)
+    parser.add_argument("--kmeans-nredo", type=int, default=nredo)
+    parser.add_argument("--kmeans-max-points-per-centroid", type=int, default=256,
+                        help="faiss subsamples to this many points per centroid (its default, as the authors ran); 0 uses every point")
+
+
+def kmeans_settings(args):
+    return dict(niter=args.kmeans_niter, nredo=args.kmeans_nredo,
+                max_points_per_centroid=args.kmeans_max_points_per_centroid, seed=args.seed)
+
+
+def pick_device(choice):
+    """The one place the device is chosen; everything else receives it."""
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise StageError("--device cuda was asked for but no GPU is visible to torch; use --device cpu or auto")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def seed_everything(seed):
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def num_clusters(args, labels):
+    """K from --num-clusters, else from the labels (which must then exist)."""
+    if args.num_clusters is not None:
+        if args.num_clusters < 2:
+            raise StageError(f"--num-clusters must be at least 2, got {args.num_clusters}")
+        return args.num_clusters
+    known = np.unique(labels[labels >= 0])
+    if known.size < 2:
+        raise StageError("the dataset has no labels to count clusters from: pass --num-clusters K")
+    return int(known.size)
+
+
+def default_num_centers(dataset, num_train, k_clusters):
+    """k for the semantic centers: the authors' value on a paper dataset, else Eq. 2 (rounded)."""
+    if dataset in PAPER_NUM_CENTERS:
+        return PAPER_NUM_CENTERS[dataset], "the authors' value for this dataset"
+    return max(int(round(num_train / 300)), 3 * k_clusters), "Eq. 2: max(N/300, 3K)"
+

@@ -1,0 +1,178 @@
+"""Datasets: the eight of the paper, Fashion-MNIST, and `folder:<path>` for your own images.
+
+`load_split(name, split, root, transform)` returns a dataset of (image tensor, label) with
+label -1 where there are none. torchvision downloads what it can for users who are online;
+ImageNet (and its subsets) and UCF-101 frames need `--root` pointing at an existing copy.
+"""
+import gzip
+import os
+import shutil
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import ConcatDataset, Dataset
+from torchvision import transforms
+
+from utils.io import StageError
+
+# Class lists of the Contrastive Clustering subsets of ImageNet (WordNet ids).
+IMAGENET10_WNIDS = (
+    "n02056570", "n02085936", "n02128757", "n02690373", "n02692877",
+    "n03095699", "n04254680", "n04285008", "n04467665", "n07747607",
+)
+IMAGENET_DOGS_WNIDS = (
+    "n02085936", "n02086646", "n02088238", "n02091467", "n02097130",
+    "n02099601", "n02101388", "n02101556", "n02102177", "n02105056",
+    "n02105412", "n02105855", "n02107142", "n02110958", "n02112137",
+)
+# CIFAR-100 fine label -> its superclass (the standard 20 coarse labels), for CIFAR-20.
+CIFAR100_COARSE = (
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
+    6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
+    5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
+    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
+    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
+)
+IMAGENET_FAMILY = ("imagenet10", "imagenet-dogs", "imagenet")
+DATASETS = ("stl10", "cifar10", "cifar20", "imagenet10", "imagenet-dogs", "dtd", "ucf101", "imagenet", "fashion-mnist")
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+def _to_rgb(image):
+    return image.convert("RGB")
+
+
+def build_transform(dataset, backbone):
+    """Bicubic resize + center crop to the backbone's input size, RGB, ToTensor, its normalisation.
+
+    ImageNet and its subsets resize to 256/224 of the crop first, the others straight to it."""
+    size = backbone.input_resolution
+    resize = int(round(size * 256 / 224)) if dataset in IMAGENET_FAMILY else size
+    return transforms.Compose([
+        transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(size),
+        _to_rgb,
+        transforms.ToTensor(),
+        transforms.Normalize(backbone.mean, backbone.std),
+    ])
+
+
+class ImageFiles(Dataset):
+    """Images listed as paths, with integer labels (-1 for none)."""
+
+    def __init__(self, paths, labels, transform=None, classes=None):
+        self.paths, self.labels, self.transform, self.classes = list(paths), np.asarray(labels, dtype=np.int64), transform, classes
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            with Image.open(self.paths[i]) as image:
+                image.load()
+                image = image.convert("RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise StageError(f"cannot read image {self.paths[i]} ({error.__class__.__name__}): remove or fix that file") from error
+        return (self.transform(image) if self.transform else image), int(self.labels[i])
+
+
+def _image_paths(folder):
+    found = []
+    for top, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(top, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+    return found
+
+
+def image_folder(folder, transform, wnids=None):
+    """Class subfolders -> labels in sorted order (or in `wnids` order); a flat folder -> label -1."""
+    if not os.path.isdir(folder):
+        raise StageError(f"{folder} is not a folder of images")
+    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
+    if wnids is not None:
+        missing = [w for w in wnids if w not in classes]
+        if missing:
+            raise StageError(f"{folder} lacks the class folders {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}: point --root at a full ImageNet copy with train/ and val/ in WordNet-id folders")
+        classes = list(wnids)
+    if classes:
+        paths, labels = [], []
+        for label, name in enumerate(classes):
+            found = _image_paths(os.path.join(folder, name))
+            paths += found
+            labels += [label] * len(found)
+    else:
+        paths = _image_paths(folder)
+        labels = [-1] * len(paths)
+    if not paths:
+        raise StageError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) found under {folder}")
+    return ImageFiles(paths, labels, transform, classes or None)
+
+
+class _Relabel(Dataset):
+    def __init__(self, base, mapping):
+        self.base, self.mapping = base, mapping
+        self.targets = [mapping[t] for t in base.targets]
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        return image, self.mapping[label]
+
+
+def _fashion_mnist_root(root):
+    """torchvision's FashionMNIST layout under `root`, filled from Debian's package when present."""
+    raw = os.path.join(root, "FashionMNIST", "raw")
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    if all(os.path.exists(os.path.join(raw, n)) for n in names) or not os.path.isdir(DEBIAN_FASHION_MNIST):
+        return
+    os.makedirs(raw, exist_ok=True)
+    for name in names:
+        target = os.path.join(raw, name)
+        with gzip.open(os.path.join(DEBIAN_FASHION_MNIST, name + ".gz")) as src, open(target + ".tmp", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(target + ".tmp", target)
+
+
+def _torchvision(build, what):
+    try:
+        return build()
+    except (RuntimeError, OSError) as error:  # torchvision raises these when a download fails
+        raise StageError(f"could not get {what} ({error}); connect to the network once, or pass --root with an existing copy") from error
+
+
+def load_split(name, split, root, transform=None):
+    """`split` is "train" or "test" (the paper's test split: test or val, per dataset)."""
+    from torchvision import datasets as tv
+
+    train = split == "train"
+    if name.startswith("folder:"):
+        folder = name[len("folder:"):]
+        sub = os.path.join(folder, split)
+        if os.path.isdir(os.path.join(folder, "train")) and os.path.isdir(os.path.join(folder, "test")):
+            return image_folder(sub, transform)
+        return image_folder(folder, transform)  # one set of images: both splits are the same images
+    if name not in DATASETS:
+        raise StageError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)} or folder:<path>")
+    if name == "cifar10":
+        return _torchvision(lambda: tv.CIFAR10(root, train=train, transform=transform, download=True), "CIFAR-10")
+    if name == "cifar20":
+        base = _torchvision(lambda: tv.CIFAR100(root, train=train, transform=transform, download=True), "CIFAR-100")
+        return _Relabel(base, CIFAR100_COARSE)
+    if name == "stl10":
+        return _torchvision(lambda: tv.STL10(root, split=split, transform=transform, download=True), "STL-10")
+    if name == "dtd":
+        parts = ("train", "val") if train else ("test",)
+        return ConcatDataset([_torchvision(lambda p=p: tv.DTD(root, split=p, transform=transform, download=True), "DTD") for p in parts])
+    if name == "fashion-mnist":
+        _fashion_mnist_root(root)
+        return _torchvision(lambda: tv.FashionMNIST(root, train=train, transform=transform, download=True), "Fashion-MNIST")
+    # ImageNet, its subsets and UCF-101 frames: class folders under --root/train and --root/val.
+    folder = os.path.join(root, "train" if train else "val")
+    if not os.path.isdir(folder):
+        raise StageError(f"{name} needs --root pointing at a folder with train/ and val/ class subfolders ({folder} does not exist)")
+    wnids = {"imagenet10": IMAGENET10_WNIDS, "imagenet-dogs": IMAGENET_DOGS_WNIDS}.get(name)
+    return image_folder(folder, transform, wnids)
+

@@ -1,0 +1,78 @@
+"""The cluster heads: Linear(D, D) -> BatchNorm1d -> ReLU -> Linear(D, K) -> Softmax."""
+import torch
+from torch import nn
+
+
+class ClusterHead(nn.Module):
+    def __init__(self, width, num_clusters):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, num_clusters))
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                nn.init.trunc_normal_(layer.weight, std=0.02)
+                nn.init.zeros_(layer.bias)
+
+    def logits(self, x):
+        return self.layers(x)
+
+    def forward(self, x):
+        return torch.softmax(self.layers(x), dim=1)
+
+
+def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *, epochs, batch_size, lr, tau,
+                alpha, device, seed, evaluate_epoch=None, progress=None):
+    """Train the image head f and the text head g by cross-modal mutual distillation.
+
+    images/texts: N x D normalised train embeddings and counterparts (tensors on `device`);
+    *_neighbors: N x n index tensors. Every sample draws one random image neighbour and one random
+    text neighbour each time it is seen (a fresh draw, vectorised over the batch). Batches are
+    shuffled and the last partial batch is dropped, as the authors; with fewer samples than one
+    batch the whole set is one batch (the authors' code runs zero steps there and crashes).
+    `evaluate_epoch(image_head, epoch)` runs after every epoch; returns the heads and the log.
+    """
+    from utils.losses import tac_loss
+
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    n, width = images.shape
+    image_head = ClusterHead(width, num_clusters).to(device)
+    text_head = ClusterHead(width, num_clusters).to(device)
+    params = list(image_head.parameters()) + list(text_head.parameters())
+    optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    batch_size = min(batch_size, n)
+    steps = n // batch_size
+    log = []
+    for epoch in range(1, epochs + 1):
+        image_head.train(), text_head.train()
+        order = torch.randperm(n, generator=generator)
+        order = order.to(device)
+        image_pick = torch.randint(image_neighbors.shape[1], (n,), generator=generator).to(device)
+        text_pick = torch.randint(text_neighbors.shape[1], (n,), generator=generator).to(device)
+        sums = {}
+        for step in range(steps):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            image_nb = image_neighbors[idx, image_pick[idx]]
+            text_nb = text_neighbors[idx, text_pick[idx]]
+            p, q = image_head(images[idx]), text_head(texts[idx])
+            p_nb, q_nb = image_head(images[image_nb]), text_head(texts[text_nb])
+            loss, terms = tac_loss(p, q, p_nb, q_nb, tau=tau, alpha=alpha)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in {"loss": float(loss), **terms}.items():
+                sums[name] = sums.get(name, 0.0) + value
+            if progress is not None:
+                progress.update(1)
+        entry = {"epoch": epoch, **{name: value / steps for name, value in sums.items()}}
+        if evaluate_epoch is not None:
+            image_head.eval()
+            entry.update(evaluate_epoch(image_head, epoch) or {})
+        log.append(entry)
+    return image_head, text_head, log
+
+
+@torch.no_grad()
+def predict(head, x, batch_size=65536):
+    head.eval()
+    return torch.cat([head(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]).cpu().numpy()

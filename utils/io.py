@@ -1,0 +1,234 @@
+"""Files under --data-dir: where each stage writes, atomic writes, and JSON sidecars.
+
+Every output `X` gets `X.meta.json` saying what produced it (script, arguments, seed, inputs,
+versions) and a random `run_id`. A stage that reads `X` checks three things before using it:
+it exists (else: run the script that makes it), it was made for this dataset and backbone, and
+none of the inputs recorded in its sidecar changed since (else: re-run the script that made it).
+Files placed by hand (no sidecar) are accepted as they are: their size and mtime stand in
+for a run_id, so replacing them later still marks what was made from them as stale.
+"""
+import csv
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import uuid
+
+import numpy as np
+
+SIDECAR_SUFFIX = ".meta.json"
+
+
+class StageError(Exception):
+    """A one-line error that names the fix; scripts print it instead of a traceback."""
+
+
+def dataset_tag(dataset):
+    """Folder name for a dataset: `folder:/photos/trip` -> `folder-trip`."""
+    if dataset.startswith("folder:"):
+        path = os.path.normpath(dataset[len("folder:"):])
+        return "folder-" + (os.path.basename(path) or "root")
+    if not dataset or os.sep in dataset or dataset in (".", ".."):
+        raise StageError(f"dataset name {dataset!r} is not a plain name; use a known dataset or folder:<path>")
+    return dataset
+
+
+def stage_dir(data_dir, dataset, backbone_tag):
+    return os.path.join(data_dir, dataset_tag(dataset), backbone_tag)
+
+
+def nouns_dir(data_dir, backbone_tag):
+    return os.path.join(data_dir, "nouns", backbone_tag)
+
+
+def sidecar_path(path):
+    return path + SIDECAR_SUFFIX
+
+
+def read_sidecar(path):
+    try:
+        with open(sidecar_path(path)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise StageError(f"{sidecar_path(path)} is corrupt ({error}); delete it and re-run the stage that made {os.path.basename(path)}") from error
+
+
+def fingerprint(path):
+    meta = read_sidecar(path)
+    if meta is not None:
+        return meta["run_id"]
+    stat = os.stat(path)
+    return f"file:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def library_versions():
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("torch", "faiss", "clip", "sklearn"):
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = getattr(module, "__version__", "unknown")
+    return versions
+
+
+def _atomic(path, write):
+    """Write through a temp file in the same folder, then rename: readers never see half a file."""
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as error:
+        raise StageError(f"cannot write to {folder} ({error.strerror}); pass a writable --data-dir") from error
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class StageRun:
+    """One run of one stage: checks what it reads, records it, and writes outputs with sidecars."""
+
+    def __init__(self, script, args, data_dir, dataset=None, backbone=None):
+        self.script = os.path.basename(script)
+        self.args = {k: v for k, v in vars(args).items()} if args is not None else {}
+        self.data_dir = os.path.abspath(data_dir)
+        self.expected = {"dataset": dataset, "backbone": backbone}
+        self.inputs = {}
+
+    def _inside_data_dir(self, path):
+        path = os.path.abspath(path)
+        if os.path.commonpath([path, self.data_dir]) != self.data_dir:
+            raise StageError(f"refusing to write {path}: it is outside --data-dir {self.data_dir}")
+        return path
+
+    def check_input(self, path, producer, match=("dataset", "backbone")):
+        """Fail with a one-line fix unless `path` exists, matches this run and is up to date."""
+        if not os.path.exists(path):
+            raise StageError(f"{path} is missing: run {producer} first")
+        meta = read_sidecar(path)
+        if meta is not None:
+            for key in match:
+                want, have = self.expected.get(key), meta.get(key)
+                if want is not None and have is not None and want != have:
+                    raise StageError(f"{path} was made for {key} {have!r}, not {want!r}: re-run {meta.get('script', producer)} with --{key} {want}")
+            folder = os.path.dirname(path)
+            for rel, recorded in meta.get("inputs", {}).items():
+                source = os.path.normpath(os.path.join(folder, rel))
+                if not os.path.exists(source) or fingerprint(source) != recorded:
+                    raise StageError(f"{path} is stale: {source} changed after it was made; re-run {meta.get('script', producer)}")
+        self.inputs[os.path.abspath(path)] = fingerprint(path)
+        return meta
+
+    def load_array(self, path, producer, **kwargs):
+        self.check_input(path, producer, **kwargs)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise StageError(f"{path} is not a readable .npy file ({error}); re-run {producer}") from error
+
+    def load_embedding(self, path, producer, rows=None, **kwargs):
+        """A 2-D float array with finite, non-zero rows (and `rows` of them, when given)."""
+        array = self.load_array(path, producer, **kwargs)
+        if array.ndim != 2 or array.shape[0] == 0:
+            raise StageError(f"{path} should be a non-empty N x D array, got shape {array.shape}; re-run {producer}")
+        array = array.astype(np.float32, copy=False)
+        bad = ~np.isfinite(array).all(1) | ~array.any(1)
+        if bad.any():
+            raise StageError(f"{path} has {bad.sum()} rows that are NaN, infinite or all zero (first: row {np.flatnonzero(bad)[0]}); re-run {producer} or fix those rows")
+        if rows is not None and array.shape[0] != rows[1]:
+            raise StageError(f"{path} has {array.shape[0]} rows but {rows[0]} has {rows[1]}; re-run {producer} so that they match")
+        return array
+
+    def load_labels(self, path, num_rows, required=True):
+        """int64 labels, one per embedding row; all -1 when the file is absent and not required."""
+        if not required and not os.path.exists(path):
+            return np.full(num_rows, -1, dtype=np.int64)
+        labels = self.load_array(path, "image_embedding.py (or pass --num-clusters)")
+        if labels.shape != (num_rows,):
+            raise StageError(f"{path} has shape {labels.shape} but its embeddings have {num_rows} rows: re-run image_embedding.py")
+        return labels.astype(np.int64)
+
+    def load_json(self, path, producer, **kwargs):
+        self.check_input(path, producer, **kwargs)
+        with open(path) as f:
+            return json.load(f)
+
+    def _sidecar(self, path, extra):
+        folder = os.path.dirname(path)
+        meta = {
+            "script": self.script,
+            "args": {k: (v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v)) for k, v in self.args.items()},
+            "seed": self.args.get("seed"),
+            "dataset": self.expected["dataset"],
+            "backbone": self.expected["backbone"],
+            "inputs": {os.path.relpath(p, folder): fp for p, fp in self.inputs.items()},
+            "versions": library_versions(),
+            "created": datetime.datetime.now().isoformat(timespec="seconds"),
+            "run_id": uuid.uuid4().hex,
+        }
+        meta.update(extra or {})
+        return meta
+
+    def _write(self, path, write, extra=None):
+        path = self._inside_data_dir(path)
+        meta = self._sidecar(path, extra)
+        # The old sidecar goes first: an interruption between the two renames leaves a file
+        # with no sidecar (treated as hand-placed), never a new file under an old sidecar.
+        if os.path.exists(sidecar_path(path)):
+            os.remove(sidecar_path(path))
+        _atomic(path, write)
+        _atomic(sidecar_path(path), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        return path
+
+    def save_array(self, path, array, extra=None):
+        array = np.asarray(array)
+        extra = {"shape": list(array.shape), "dtype": str(array.dtype), **(extra or {})}
+        return self._write(path, lambda f: np.save(f, array, allow_pickle=False), extra)
+
+    def save_json(self, path, obj, extra=None):
+        return self._write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()), extra)
+
+    def save_csv(self, path, header, rows, extra=None):
+        def write(f):
+            import io
+
+            text = io.StringIO(newline="")
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+            f.write(text.getvalue().encode())
+
+        return self._write(path, write, extra)
+
+    def save_torch(self, path, obj, extra=None):
+        import torch
+
+        return self._write(path, lambda f: torch.save(obj, f), extra)
+
+
+def read_csv_column(path, column):
+    """One column of a CSV as strings, read with the csv module: the word `null` stays `null`."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise StageError(f"{path} has no column {column!r} (header: {reader.fieldnames}); the vocabulary needs a header with {column!r}")
+        return [row[column] for row in reader]
+
+
+def run_main(main):
+    """Run a script's main(), turning a StageError into one line on stderr and exit code 2."""
+    try:
+        main()
+    except StageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: no partial output was written", file=sys.stderr)
+        sys.exit(130)

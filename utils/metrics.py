@@ -1,0 +1,40 @@
+"""Clustering metrics in percent: ACC (best one-to-one cluster-class match), NMI, ARI."""
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+
+def cluster_accuracy(labels, preds):
+    """Fraction of samples whose cluster maps to their class under the best one-to-one mapping.
+
+    Cluster and class ids are used as they are (no shifting), so empty clusters and a number of
+    clusters different from the number of classes are handled: unmatched clusters count as wrong.
+    """
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    _, label_ids = np.unique(labels, return_inverse=True)
+    _, pred_ids = np.unique(preds, return_inverse=True)
+    counts = np.zeros((pred_ids.max() + 1, label_ids.max() + 1), dtype=np.int64)
+    np.add.at(counts, (pred_ids, label_ids), 1)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return counts[rows, cols].sum() / len(labels)
+
+
+def evaluate(labels, preds):
+    """ACC/NMI/ARI in percent on the labelled samples (label >= 0); None when there are none."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    known = labels >= 0
+    if not known.any():
+        return None
+    labels, preds = labels[known], preds[known]
+    return {
+        "acc": 100.0 * cluster_accuracy(labels, preds),
+        "nmi": 100.0 * normalized_mutual_info_score(labels, preds),
+        "ari": 100.0 * adjusted_rand_score(labels, preds),
+        "num_samples": int(known.sum()),
+    }
+
+
+def format_metrics(metrics):
+    if metrics is None:
+        return "no labels: metrics skipped"
+    return f"ACC {metrics['acc']:.2f}  NMI {metrics['nmi']:.2f}  ARI {metrics['ari']:.2f}"

@@ -1,0 +1,81 @@
+"""The text side of TAC: noun prompts, reverse classification of nouns to image semantic centers
+(keep the top gamma per center), and soft retrieval of a text counterpart for every image."""
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.clustering import l2_normalize
+
+# The 7 prompt templates the authors ensemble (their spelling, "a origami" included).
+TEMPLATES = (
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+)
+
+
+def encode_vocabulary(backbone, words, templates=TEMPLATES, batch_size=256):
+    """Mean of the raw (unnormalised) text features of each word's prompts, one row per word.
+
+    Each distinct prompt is encoded once (the vocabulary repeats words), in batches of prompts
+    sorted by length so that trimming the context to the batch's longest prompt pays off.
+    """
+    prompt_ids = {}
+    rows = np.empty((len(words), len(templates)), dtype=np.int64)
+    for i, word in enumerate(words):
+        for j, template in enumerate(templates):
+            rows[i, j] = prompt_ids.setdefault(template.format(word), len(prompt_ids))
+    prompts = list(prompt_ids)
+    order = sorted(range(len(prompts)), key=lambda p: len(prompts[p]))
+    features = None
+    with tqdm(total=len(prompts), desc=f"encoding {len(prompts)} distinct prompts", unit="prompt") as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            encoded = backbone.encode_text([prompts[p] for p in batch]).float().cpu().numpy()
+            if features is None:
+                features = np.empty((len(prompts), encoded.shape[1]), dtype=np.float32)
+            features[batch] = encoded
+            bar.update(len(batch))
+    return features[rows].mean(axis=1), len(prompts)
+
+
+def reverse_classify(nouns, centers, chunk=16384):
+    """Softmax over the centers of cosine similarity (no temperature) for every noun.
+
+    Returns each noun's argmax center and that probability."""
+    nouns, centers = l2_normalize(nouns), l2_normalize(centers)
+    assigned = np.empty(len(nouns), dtype=np.int64)
+    confidence = np.empty(len(nouns), dtype=np.float32)
+    for start in range(0, len(nouns), chunk):
+        logits = torch.from_numpy(nouns[start:start + chunk] @ centers.T)
+        prob, center = torch.softmax(logits, dim=1).max(dim=1)
+        assigned[start:start + chunk], confidence[start:start + chunk] = center.numpy(), prob.numpy()
+    return assigned, confidence
+
+
+def top_nouns_per_center(assigned, confidence, num_centers, gamma):
+    """Indices of the top-gamma nouns of each center by confidence, center by center, best first.
+
+    Ties keep vocabulary order. Centers with no noun contribute nothing. Returns (indices, centers)."""
+    order = np.lexsort((np.arange(len(assigned)), -confidence, assigned))  # by center, then confidence
+    sorted_centers = assigned[order]
+    starts = np.searchsorted(sorted_centers, np.arange(num_centers))
+    rank = np.arange(len(order)) - starts[sorted_centers]
+    keep = order[rank < gamma]
+    return keep, assigned[keep]
+
+
+def soft_retrieve(images, texts, tau, device="cpu", chunk=8192):
+    """Counterpart_i = normalise(sum_j softmax_j(cos(v_i, t_j) / tau) t_j)."""
+    texts_t = torch.from_numpy(l2_normalize(texts)).to(device)
+    images = l2_normalize(images)
+    out = np.empty((len(images), texts_t.shape[1]), dtype=np.float32)
+    for start in tqdm(range(0, len(images), chunk), desc="retrieving", unit="chunk", leave=False):
+        v = torch.from_numpy(images[start:start + chunk]).to(device)
+        weights = torch.softmax(v @ texts_t.T / tau, dim=1)
+        out[start:start + chunk] = torch.nn.functional.normalize(weights @ texts_t, dim=1).cpu().numpy()
+    return out
