@@ -1,11 +1,15 @@
 """Stage 1: image embeddings of the train and test splits, with their labels.
 
 Writes data/<ds>/<bb>/image_embedding_{train,test}.npy (float32, N x D, the encoder's output,
-not normalised) and labels_{train,test}.npy (int64, -1 where the dataset has none).
+not normalised), labels_{train,test}.npy (int64, -1 where the dataset has none) and
+image_index_{train,test}.npy (each row's index in the split, e.g. to find its file).
+--train-subset N embeds a seeded random subset of N train images (for a quick run on a CPU).
 """
 import os
 
+import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from utils.backbones import backbone_tag, embed_images, load_backbone
 from utils.config import base_parser, pick_device, seed_everything
@@ -16,6 +20,7 @@ from utils.io import StageRun, run_main, stage_dir
 def main():
     parser = base_parser(__doc__)
     parser.add_argument("--root", default=None, help="where the dataset lives or is downloaded to (default: <data-dir>/datasets)")
+    parser.add_argument("--train-subset", type=int, default=0, help="embed only a seeded random subset of this many train images (0: all)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 0 on the CPU, 8 on a GPU)")
     args = parser.parse_args()
@@ -31,10 +36,16 @@ def main():
     run = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=tag)
     for split in ("train", "test"):
         dataset = load_split(args.dataset, split, root, transform)
+        index = np.arange(len(dataset))
+        if split == "train" and 0 < args.train_subset < len(dataset):
+            index = np.sort(np.random.default_rng(args.seed).choice(len(dataset), args.train_subset, replace=False))
+            dataset = Subset(dataset, index)
+            print(f"train: a seeded subset of {len(index)} images (--train-subset, seed {args.seed})")
         with torch.inference_mode():
             features, labels = embed_images(backbone, dataset, args.batch_size, workers, desc=f"{split} images")
         run.save_array(os.path.join(out, f"image_embedding_{split}.npy"), features)
         run.save_array(os.path.join(out, f"labels_{split}.npy"), labels)
+        run.save_array(os.path.join(out, f"image_index_{split}.npy"), index.astype(np.int64))
         print(f"{split}: {features.shape[0]} images x {features.shape[1]} dims -> {out}")
 
 

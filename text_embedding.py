@@ -16,6 +16,7 @@ from utils.text_space import TEMPLATES, encode_vocabulary
 def main():
     parser = base_parser(__doc__)
     parser.add_argument("--nouns", default=None, help="CSV with a `word` column (default: <data-dir>/WordNetNouns.csv)")
+    parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), help="prompt templates with {} for the word (default: the authors' 7)")
     parser.add_argument("--batch-size", type=int, default=256, help="prompts per forward pass")
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -30,11 +31,14 @@ def main():
     empty = [i for i, w in enumerate(words) if not w.strip()]
     if empty:
         raise StageError(f"{vocabulary} has an empty word on data row {empty[0]}: remove or fill that row")
+    bad = [t for t in args.templates if t.count("{}") != 1]
+    if bad:
+        raise StageError(f"template {bad[0]!r} needs exactly one {{}} where the word goes")
     if not words:
         raise StageError(f"{vocabulary} has no words")
     backbone = load_backbone(args.backbone, device, cache_dir=os.path.join(args.data_dir, "backbones"))
-    embedding, num_prompts = encode_vocabulary(backbone, words, TEMPLATES, args.batch_size)
-    extra = {"templates": list(TEMPLATES), "distinct_prompts": num_prompts, "vocabulary_rows": len(words)}
+    embedding, num_prompts = encode_vocabulary(backbone, words, args.templates, args.batch_size)
+    extra = {"templates": args.templates, "distinct_prompts": num_prompts, "vocabulary_rows": len(words)}
     run.save_csv(os.path.join(out, "nouns.csv"), ["word"], [[w] for w in words], extra)
     run.save_array(os.path.join(out, "noun_embedding.npy"), embedding, extra)
     print(f"{len(words)} nouns ({len(set(words))} distinct, {num_prompts} distinct prompts) x {embedding.shape[1]} dims -> {out}")
