@@ -16,12 +16,16 @@ from utils.io import StageRun, run_main, stage_dir
 from utils.metrics import evaluate, format_metrics
 
 
-def main():
+def build_parser():
     parser = base_parser(__doc__)
     add_num_clusters(parser)
     parser.add_argument("--image-only", action="store_true", help="k-means on the image embeddings alone (the CLIP k-means baseline)")
     add_kmeans_args(parser, niter=300, nredo=20)
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     device = pick_device(args.device)
     seed_everything(args.seed)
     tag = backbone_tag(args.backbone)

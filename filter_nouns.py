@@ -17,13 +17,17 @@ from utils.io import StageError, StageRun, nouns_dir, read_csv_column, run_main,
 from utils.text_space import reverse_classify, top_nouns_per_center
 
 
-def main():
+def build_parser():
     parser = base_parser(__doc__)
     add_num_clusters(parser)
     parser.add_argument("--k", type=int, default=None, help="semantic centers (default: the authors' value on a paper dataset, else Eq. 2)")
     parser.add_argument("--gamma", type=int, default=5, help="nouns kept per center")
     add_kmeans_args(parser, niter=300, nredo=10)
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     device = pick_device(args.device)
     seed_everything(args.seed)
     tag = backbone_tag(args.backbone)

@@ -17,13 +17,17 @@ from utils.datasets import build_transform, load_split
 from utils.io import StageRun, run_main, stage_dir
 
 
-def main():
+def build_parser():
     parser = base_parser(__doc__)
     parser.add_argument("--root", default=None, help="where the dataset lives or is downloaded to (default: <data-dir>/datasets)")
     parser.add_argument("--train-subset", type=int, default=0, help="embed only a seeded random subset of this many train images (0: all)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 0 on the CPU, 8 on a GPU)")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     device = pick_device(args.device)
     seed_everything(args.seed)
     tag = backbone_tag(args.backbone)

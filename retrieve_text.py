@@ -11,10 +11,14 @@ from utils.io import StageError, StageRun, nouns_dir, run_main, stage_dir
 from utils.text_space import soft_retrieve
 
 
-def main():
+def build_parser():
     parser = base_parser(__doc__)
     parser.add_argument("--tau", type=float, default=0.005, help="retrieval temperature (the paper's tau-tilde)")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     device = pick_device(args.device)
     seed_everything(args.seed)
     if args.tau <= 0:

@@ -13,12 +13,16 @@ from utils.io import StageError, StageRun, nouns_dir, read_csv_column, run_main
 from utils.text_space import TEMPLATES, encode_vocabulary
 
 
-def main():
+def build_parser():
     parser = base_parser(__doc__)
     parser.add_argument("--nouns", default=None, help="CSV with a `word` column (default: <data-dir>/WordNetNouns.csv)")
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), help="prompt templates with {} for the word (default: the authors' 7)")
     parser.add_argument("--batch-size", type=int, default=256, help="prompts per forward pass")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     device = pick_device(args.device)
     seed_everything(args.seed)
     tag = backbone_tag(args.backbone)

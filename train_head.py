@@ -12,14 +12,14 @@ from tqdm import tqdm
 
 from utils.backbones import backbone_tag
 from utils.clustering import knn_indices, l2_normalize
-from utils.config import (LARGE_DATASET_HEAD, LARGE_DATASETS, add_num_clusters, base_parser, num_clusters, pick_device,
+from utils.config import (HEAD_DEFAULTS, LARGE_DATASET_HEAD, LARGE_DATASETS, add_num_clusters, base_parser, num_clusters, pick_device,
                           seed_everything)
 from utils.heads import predict, train_heads
 from utils.io import StageError, StageRun, run_main, stage_dir
 from utils.metrics import evaluate, format_metrics
 
 
-def main():
+def build_parser():
     parser = base_parser(__doc__)
     add_num_clusters(parser)
     parser.add_argument("--epochs", type=int, default=None, help="20; 100 for ucf101 and imagenet, as the authors")
@@ -28,12 +28,15 @@ def main():
     parser.add_argument("--tau", type=float, default=None, help="cluster-contrastive temperature: 0.5; 5.0 for ucf101 and imagenet")
     parser.add_argument("--alpha", type=float, default=5.0, help="weight of the entropy term")
     parser.add_argument("--neighbors", type=int, default=50, help="neighbours sampled from, per modality")
-    args = parser.parse_args()
-    large = args.dataset in LARGE_DATASETS
-    for name, small in (("epochs", 20), ("batch_size", 512), ("tau", 0.5)):
-        if getattr(args, name) is None:
-            setattr(args, name, LARGE_DATASET_HEAD[name] if large else small)
-    if min(args.epochs, args.batch_size, args.neighbors) < 1 or args.tau <= 0:
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
+    # None means the authors' setting for this dataset; args stay as given so the sidecar shows them
+    defaults = LARGE_DATASET_HEAD if args.dataset in LARGE_DATASETS else HEAD_DEFAULTS
+    epochs, batch_size, tau = (getattr(args, n) if getattr(args, n) is not None else defaults[n] for n in ("epochs", "batch_size", "tau"))
+    if min(epochs, batch_size, args.neighbors) < 1 or tau <= 0:
         raise StageError("--epochs, --batch-size and --neighbors must be at least 1 and --tau positive")
     device = pick_device(args.device)
     seed_everything(args.seed)
@@ -46,8 +49,8 @@ def main():
     test_images = run.load_embedding(os.path.join(folder, "image_embedding_test.npy"), "image_embedding.py")
     test_labels = run.load_labels(os.path.join(folder, "labels_test.npy"), len(test_images), required=args.num_clusters is None)
     k = num_clusters(args, test_labels)
-    if args.batch_size > len(images):
-        print(f"note: --batch-size {args.batch_size} exceeds the {len(images)} train samples; using one batch of {len(images)}")
+    if batch_size > len(images):
+        print(f"note: --batch-size {batch_size} exceeds the {len(images)} train samples; using one batch of {len(images)}")
 
     images, texts = l2_normalize(images), l2_normalize(texts)
     print(f"finding {args.neighbors} neighbours of {len(images)} train samples per modality")
@@ -61,16 +64,16 @@ def main():
             bar.set_postfix(epoch=epoch, acc=f"{metrics['acc']:.1f}", nmi=f"{metrics['nmi']:.1f}")
         return {"test": metrics}
 
-    steps = len(images) // min(args.batch_size, len(images))
-    with tqdm(total=steps * args.epochs, desc=f"training heads (K={k}, {args.epochs} epochs)", unit="step") as bar:
+    steps = len(images) // min(batch_size, len(images))
+    with tqdm(total=steps * epochs, desc=f"training heads (K={k}, {epochs} epochs)", unit="step") as bar:
         image_head, text_head, log = train_heads(
             torch.from_numpy(images).to(device), torch.from_numpy(texts).to(device), image_neighbors, text_neighbors, k,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, tau=args.tau, alpha=args.alpha,
+            epochs=epochs, batch_size=batch_size, lr=args.lr, tau=tau, alpha=args.alpha,
             device=device, seed=args.seed, evaluate_epoch=evaluate_epoch, progress=bar)
     preds = predict(image_head, test_x)
     metrics = evaluate(test_labels, preds)
-    config = {"num_clusters": k, "width": images.shape[1], "epochs": args.epochs, "batch_size": args.batch_size,
-              "lr": args.lr, "tau": args.tau, "alpha": args.alpha, "neighbors": args.neighbors}
+    config = {"num_clusters": k, "width": images.shape[1], "epochs": epochs, "batch_size": batch_size,
+              "lr": args.lr, "tau": tau, "alpha": args.alpha, "neighbors": args.neighbors}
     run.save_torch(os.path.join(folder, "head.pt"), {"image_head": image_head.state_dict(), "text_head": text_head.state_dict(), "config": config}, config)
     run.save_array(os.path.join(folder, "head_preds.npy"), preds, config)
     run.save_json(os.path.join(folder, "head_metrics.json"), {"method": "tac", "split": "test", "seed": args.seed, **config, "metrics": metrics, "epochs_log": log}, config)

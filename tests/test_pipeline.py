@@ -66,3 +66,24 @@ def test_six_stages_run_in_order_and_write_every_promised_file(tmp_path, tiny_cl
         meta = json.loads(open(str(path) + SIDECAR_SUFFIX).read())
         assert meta["seed"] == 1 and meta["script"].endswith(".py") and "versions" in meta
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_run_pipeline_reuses_up_to_date_stages_and_saves_the_table(tmp_path, tiny_clip, image_folder, tiny_vocabulary):
+    vocabulary, _ = tiny_vocabulary
+    argv = ["--data-dir", tmp_path / "data", "--dataset", f"folder:{image_folder}", "--backbone", tiny_clip,
+            "--nouns", vocabulary, "--templates", "a photo of a {}.", "--epochs", 2]
+    first = run_script("run_pipeline.py", *argv)
+    assert "up to date" not in first.stdout
+    folder = tmp_path / "data" / "folder-shapes" / "tiny-clip"
+    table = (folder / "summary.md").read_text()
+    for method in ("image-only k-means", "TAC without training", "TAC (cluster heads)"):
+        assert f"| {method} |" in table and f"| {method} |" in first.stdout
+    again = run_script("run_pipeline.py", *argv)
+    assert again.stdout.count("up to date") == 7
+    assert (folder / "summary.md").read_text() == table
+
+    # a new seed re-runs the stochastic stages 3-6 only, and is recorded
+    other = run_script("run_pipeline.py", *argv, "--seeds", 3)
+    assert other.stdout.count("up to date") == 2
+    assert json.loads((folder / "head_metrics.json").read_text())["seed"] == 3
+    assert json.loads((folder / "summary.json").read_text())["seeds"] == [3]

@@ -13,7 +13,8 @@ PAPER_NUM_CENTERS = {
     "imagenet-dogs": 65, "dtd": 141, "ucf101": 303, "imagenet": 4271,
 }
 
-# The authors' head-training settings for the two large datasets; the rest use the defaults.
+# The authors' head-training settings: the defaults, and those for the two large datasets.
+HEAD_DEFAULTS = {"batch_size": 512, "epochs": 20, "tau": 0.5}
 LARGE_DATASET_HEAD = {"batch_size": 8192, "epochs": 100, "tau": 5.0}
 LARGE_DATASETS = ("ucf101", "imagenet")
 

@@ -9,6 +9,7 @@ for a run_id, so replacing them later still marks what was made from them as sta
 """
 import csv
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -65,6 +66,17 @@ def fingerprint(path):
     return f"file:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def code_version(script):
+    """Hash of a stage script and every utils module: a changed stage is never taken as up to date."""
+    utils_dir = os.path.dirname(os.path.abspath(__file__))
+    files = [os.path.abspath(script)] + sorted(os.path.join(utils_dir, f) for f in os.listdir(utils_dir) if f.endswith(".py"))
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 def library_versions():
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for name in ("torch", "faiss", "clip", "sklearn"):
@@ -92,12 +104,34 @@ def _atomic(path, write):
         raise
 
 
+def changed_input(path, meta):
+    """The first input recorded in `path`'s sidecar that is gone or was rewritten since, else None."""
+    folder = os.path.dirname(path)
+    for rel, recorded in meta.get("inputs", {}).items():
+        source = os.path.normpath(os.path.join(folder, rel))
+        if not os.path.exists(source) or fingerprint(source) != recorded:
+            return source
+    return None
+
+
+def jsonable_args(args):
+    return {k: (v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v)) for k, v in vars(args).items()}
+
+
+def up_to_date(path, script, args):
+    """True when `path` was made by this code of `script` with these arguments from inputs unchanged since."""
+    meta = read_sidecar(path) if os.path.exists(path) else None
+    return (meta is not None and meta.get("script") == os.path.basename(script) and meta.get("code") == code_version(script)
+            and meta.get("args") == jsonable_args(args) and changed_input(path, meta) is None)
+
+
 class StageRun:
     """One run of one stage: checks what it reads, records it, and writes outputs with sidecars."""
 
     def __init__(self, script, args, data_dir, dataset=None, backbone=None):
         self.script = os.path.basename(script)
-        self.args = {k: v for k, v in vars(args).items()} if args is not None else {}
+        self.code = code_version(script) if os.path.exists(script) else None
+        self.args = jsonable_args(args) if args is not None else {}
         self.data_dir = os.path.abspath(data_dir)
         self.expected = {"dataset": dataset, "backbone": backbone}
         self.inputs = {}
@@ -118,11 +152,9 @@ class StageRun:
                 want, have = self.expected.get(key), meta.get(key)
                 if want is not None and have is not None and want != have:
                     raise StageError(f"{path} was made for {key} {have!r}, not {want!r}: re-run {meta.get('script', producer)} with --{key} {want}")
-            folder = os.path.dirname(path)
-            for rel, recorded in meta.get("inputs", {}).items():
-                source = os.path.normpath(os.path.join(folder, rel))
-                if not os.path.exists(source) or fingerprint(source) != recorded:
-                    raise StageError(f"{path} is stale: {source} changed after it was made; re-run {meta.get('script', producer)}")
+            changed = changed_input(path, meta)
+            if changed:
+                raise StageError(f"{path} is stale: {changed} changed after it was made; re-run {meta.get('script', producer)}")
         self.inputs[os.path.abspath(path)] = fingerprint(path)
         return meta
 
@@ -164,12 +196,13 @@ class StageRun:
         folder = os.path.dirname(path)
         meta = {
             "script": self.script,
-            "args": {k: (v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v)) for k, v in self.args.items()},
+            "args": self.args,
             "seed": self.args.get("seed"),
             "dataset": self.expected["dataset"],
             "backbone": self.expected["backbone"],
             "inputs": {os.path.relpath(p, folder): fp for p, fp in self.inputs.items()},
             "versions": library_versions(),
+            "code": self.code,
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
             "run_id": uuid.uuid4().hex,
         }
@@ -192,8 +225,11 @@ class StageRun:
         extra = {"shape": list(array.shape), "dtype": str(array.dtype), **(extra or {})}
         return self._write(path, lambda f: np.save(f, array, allow_pickle=False), extra)
 
+    def save_text(self, path, text, extra=None):
+        return self._write(path, lambda f: f.write(text.encode("utf-8")), extra)
+
     def save_json(self, path, obj, extra=None):
-        return self._write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()), extra)
+        return self.save_text(path, json.dumps(obj, indent=1) + "\n", extra)
 
     def save_csv(self, path, header, rows, extra=None):
         def write(f):

@@ -38,3 +38,14 @@ def format_metrics(metrics):
     if metrics is None:
         return "no labels: metrics skipped"
     return f"ACC {metrics['acc']:.2f}  NMI {metrics['nmi']:.2f}  ARI {metrics['ari']:.2f}"
+
+
+def metrics_table(rows, title):
+    """A Markdown table of (name, {"nmi": values, "acc": values, "ari": values}); mean +- std over seeds."""
+    def cell(values):
+        values = np.asarray(values, dtype=float)
+        return f"{values.mean():.2f}" if values.size == 1 else f"{values.mean():.2f} ± {values.std():.2f}"
+
+    lines = [f"**{title}**", "", "| method | NMI | ACC | ARI |", "|---|---|---|---|"]
+    lines += [f"| {name} | {cell(v['nmi'])} | {cell(v['acc'])} | {cell(v['ari'])} |" for name, v in rows]
+    return "\n".join(lines)
