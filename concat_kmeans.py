@@ -9,10 +9,16 @@ import os
 
 import numpy as np
 
-from utils.backbones import backbone_tag
 from utils.clustering import l2_normalize, spherical_kmeans
-from utils.config import add_kmeans_args, add_num_clusters, base_parser, kmeans_settings, num_clusters, pick_device, seed_everything
-from utils.io import StageRun, run_main, stage_dir
+from utils.config import (
+    add_kmeans_args,
+    add_num_clusters,
+    base_parser,
+    kmeans_settings,
+    num_clusters,
+    start_stage,
+)
+from utils.io import run_main
 from utils.metrics import evaluate, format_metrics
 
 
@@ -26,11 +32,8 @@ def build_parser():
 
 def main():
     args = build_parser().parse_args()
-    device = pick_device(args.device)
-    seed_everything(args.seed)
-    tag = backbone_tag(args.backbone)
-    folder = stage_dir(args.data_dir, args.dataset, tag)
-    run = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=tag)
+    run, device = start_stage(__file__, args)
+    folder = run.folder
 
     images = run.load_embedding(os.path.join(folder, "image_embedding_test.npy"), "image_embedding.py")
     labels = run.load_labels(os.path.join(folder, "labels_test.npy"), len(images), required=args.num_clusters is None)

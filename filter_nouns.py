@@ -9,11 +9,17 @@ import os
 
 import numpy as np
 
-from utils.backbones import backbone_tag
 from utils.clustering import member_centers, spherical_kmeans
-from utils.config import (add_kmeans_args, add_num_clusters, base_parser, default_num_centers, kmeans_settings,
-                          num_clusters, pick_device, seed_everything)
-from utils.io import StageError, StageRun, nouns_dir, read_csv_column, run_main, stage_dir
+from utils.config import (
+    add_kmeans_args,
+    add_num_clusters,
+    base_parser,
+    default_num_centers,
+    kmeans_settings,
+    num_clusters,
+    start_stage,
+)
+from utils.io import StageError, read_csv_column, run_main
 from utils.text_space import reverse_classify, top_nouns_per_center
 
 
@@ -28,11 +34,8 @@ def build_parser():
 
 def main():
     args = build_parser().parse_args()
-    device = pick_device(args.device)
-    seed_everything(args.seed)
-    tag = backbone_tag(args.backbone)
-    folder, vocab = stage_dir(args.data_dir, args.dataset, tag), nouns_dir(args.data_dir, tag)
-    run = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=tag)
+    run, device = start_stage(__file__, args)
+    folder, vocab = run.folder, run.nouns_folder
 
     images = run.load_embedding(os.path.join(folder, "image_embedding_train.npy"), "image_embedding.py")
     nouns_csv = os.path.join(vocab, "nouns.csv")

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from utils.backbones import backbone_tag, embed_images, load_backbone
-from utils.config import base_parser, pick_device, seed_everything
+from utils.backbones import embed_images, load_backbone
+from utils.config import base_parser, start_stage
 from utils.datasets import build_transform, load_split
-from utils.io import StageRun, run_main, stage_dir
+from utils.io import run_main
 
 
 def build_parser():
@@ -28,16 +28,13 @@ def build_parser():
 
 def main():
     args = build_parser().parse_args()
-    device = pick_device(args.device)
-    seed_everything(args.seed)
-    tag = backbone_tag(args.backbone)
-    out = stage_dir(args.data_dir, args.dataset, tag)
+    run, device = start_stage(__file__, args)
+    out = run.folder
     root = args.root or os.path.join(args.data_dir, "datasets")
     workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
 
     backbone = load_backbone(args.backbone, device, cache_dir=os.path.join(args.data_dir, "backbones"))
     transform = build_transform(args.dataset, backbone)
-    run = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=tag)
     for split in ("train", "test"):
         dataset = load_split(args.dataset, split, root, transform)
         index = np.arange(len(dataset))

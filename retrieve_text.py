@@ -5,9 +5,8 @@ Writes retrieved_text_{train,test}.npy (L2-normalised, N x D).
 """
 import os
 
-from utils.backbones import backbone_tag
-from utils.config import base_parser, pick_device, seed_everything
-from utils.io import StageError, StageRun, nouns_dir, run_main, stage_dir
+from utils.config import base_parser, start_stage
+from utils.io import StageError, run_main
 from utils.text_space import soft_retrieve
 
 
@@ -19,15 +18,12 @@ def build_parser():
 
 def main():
     args = build_parser().parse_args()
-    device = pick_device(args.device)
-    seed_everything(args.seed)
     if args.tau <= 0:
         raise StageError(f"--tau must be positive, got {args.tau}")
-    tag = backbone_tag(args.backbone)
-    folder = stage_dir(args.data_dir, args.dataset, tag)
-    run = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=tag)
+    run, device = start_stage(__file__, args)
+    folder = run.folder
 
-    nouns = run.load_embedding(os.path.join(nouns_dir(args.data_dir, tag), "noun_embedding.npy"), "text_embedding.py")
+    nouns = run.load_embedding(os.path.join(run.nouns_folder, "noun_embedding.npy"), "text_embedding.py")
     kept = run.load_array(os.path.join(folder, "kept_nouns.npy"), "filter_nouns.py")
     if kept.ndim != 1 or kept.size == 0 or kept.min() < 0 or kept.max() >= len(nouns):
         raise StageError(f"kept_nouns.npy does not index the {len(nouns)} noun embeddings: re-run filter_nouns.py")

@@ -7,9 +7,9 @@ words in the same row order). The CSV is read with the csv module, so the word `
 """
 import os
 
-from utils.backbones import backbone_tag, load_backbone
-from utils.config import base_parser, pick_device, seed_everything
-from utils.io import StageError, StageRun, nouns_dir, read_csv_column, run_main
+from utils.backbones import load_backbone
+from utils.config import base_parser, start_stage
+from utils.io import StageError, read_csv_column, run_main
 from utils.text_space import TEMPLATES, encode_vocabulary
 
 
@@ -23,13 +23,10 @@ def build_parser():
 
 def main():
     args = build_parser().parse_args()
-    device = pick_device(args.device)
-    seed_everything(args.seed)
-    tag = backbone_tag(args.backbone)
+    run, device = start_stage(__file__, args, uses_dataset=False)
     vocabulary = args.nouns or os.path.join(args.data_dir, "WordNetNouns.csv")
-    out = nouns_dir(args.data_dir, tag)
+    out = run.nouns_folder
 
-    run = StageRun(__file__, args, args.data_dir, backbone=tag)
     run.check_input(vocabulary, "data/build_wordnet_nouns.py (or pass --nouns with your own CSV)")
     words = read_csv_column(vocabulary, "word")
     empty = [i for i, w in enumerate(words) if not w.strip()]

@@ -10,12 +10,18 @@ import os
 import torch
 from tqdm import tqdm
 
-from utils.backbones import backbone_tag
 from utils.clustering import knn_indices, l2_normalize
-from utils.config import (HEAD_DEFAULTS, LARGE_DATASET_HEAD, LARGE_DATASETS, add_num_clusters, base_parser, num_clusters, pick_device,
-                          seed_everything)
+from utils.config import (
+    HEAD_DEFAULTS,
+    LARGE_DATASET_HEAD,
+    LARGE_DATASETS,
+    add_num_clusters,
+    base_parser,
+    num_clusters,
+    start_stage,
+)
 from utils.heads import predict, train_heads
-from utils.io import StageError, StageRun, run_main, stage_dir
+from utils.io import StageError, run_main
 from utils.metrics import evaluate, format_metrics
 
 
@@ -38,11 +44,8 @@ def main():
     epochs, batch_size, tau = (getattr(args, n) if getattr(args, n) is not None else defaults[n] for n in ("epochs", "batch_size", "tau"))
     if min(epochs, batch_size, args.neighbors) < 1 or tau <= 0:
         raise StageError("--epochs, --batch-size and --neighbors must be at least 1 and --tau positive")
-    device = pick_device(args.device)
-    seed_everything(args.seed)
-    tag = backbone_tag(args.backbone)
-    folder = stage_dir(args.data_dir, args.dataset, tag)
-    run = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=tag)
+    run, device = start_stage(__file__, args)
+    folder = run.folder
 
     images = run.load_embedding(os.path.join(folder, "image_embedding_train.npy"), "image_embedding.py")
     texts = run.load_embedding(os.path.join(folder, "retrieved_text_train.npy"), "retrieve_text.py", rows=("image_embedding_train.npy", len(images)))

@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import run_script
+
 from utils.io import SIDECAR_SUFFIX, StageError, StageRun
 
 

@@ -1,11 +1,10 @@
 """The six stage scripts, run in order from a shell with documented arguments only, on generated
 images, a tiny vocabulary and a tiny random CLIP checkpoint; every file they promise is checked."""
 import json
-import os
 
 import numpy as np
-
 from conftest import run_script
+
 from utils.io import SIDECAR_SUFFIX
 
 

@@ -10,7 +10,6 @@ import csv
 import json
 
 import numpy as np
-
 from conftest import run_script
 
 DIM, CLASSES = 32, 4

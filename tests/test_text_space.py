@@ -2,7 +2,6 @@
 import math
 
 import numpy as np
-import pytest
 
 from utils.clustering import knn_indices, member_centers
 from utils.text_space import reverse_classify, soft_retrieve, top_nouns_per_center

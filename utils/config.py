@@ -57,6 +57,18 @@ def pick_device(choice):
     return torch.device(choice)
 
 
+def start_stage(script, args, uses_dataset=True):
+    """What every stage does first: choose the device, seed everything, open its StageRun
+    (which knows the stage's folder data/<ds>/<bb> and the vocabulary's data/nouns/<bb>)."""
+    from utils.backbones import backbone_tag
+    from utils.io import StageRun
+
+    device = pick_device(args.device)
+    seed_everything(args.seed)
+    run = StageRun(script, args, args.data_dir, dataset=args.dataset if uses_dataset else None, backbone=backbone_tag(args.backbone))
+    return run, device
+
+
 def seed_everything(seed):
     import torch
 

@@ -135,6 +135,9 @@ class StageRun:
         self.data_dir = os.path.abspath(data_dir)
         self.expected = {"dataset": dataset, "backbone": backbone}
         self.inputs = {}
+        if backbone is not None:
+            self.folder = stage_dir(self.data_dir, dataset, backbone) if dataset is not None else None
+            self.nouns_folder = nouns_dir(self.data_dir, backbone)
 
     def _inside_data_dir(self, path):
         path = os.path.abspath(path)
