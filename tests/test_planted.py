@@ -10,50 +10,11 @@ import csv
 import json
 
 import numpy as np
-from conftest import run_script
-
-DIM, CLASSES = 32, 4
-
-
-def planted_images(rng, per_class):
-    labels = np.repeat(np.arange(CLASSES), per_class)
-    x = 0.15 * rng.standard_normal((len(labels), DIM))
-    x[:, :CLASSES] = 0
-    x[np.arange(len(labels)), labels] = 1.0
-    return (3.0 * x).astype(np.float32), labels.astype(np.int64)  # unnormalised, as an encoder gives
-
-
-def planted_vocabulary():
-    words, rows = [], []
-    for c in range(CLASSES):
-        for name, off in (("exact", 0.0), ("near", 0.5), ("far", 1.0)):
-            v = np.zeros(DIM)
-            v[c], v[CLASSES + c] = 1.0, off
-            words.append(f"class{c}_{name}")
-            rows.append(v)
-    for j in range(6):
-        v = np.zeros(DIM)
-        v[2 * CLASSES + j] = 1.0
-        words.append(f"distractor{j}")
-        rows.append(v)
-    return words, np.array(rows, dtype=np.float32)
+from conftest import CLASSES, run_script, write_planted
 
 
 def test_planted_structure_is_recovered_exactly_by_stages_3_to_6(tmp_path):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    folder, nouns = data / "planted" / "hand", data / "nouns" / "hand"
-    folder.mkdir(parents=True)
-    nouns.mkdir(parents=True)
-    for split, per_class in (("train", 60), ("test", 25)):
-        x, y = planted_images(rng, per_class)
-        np.save(folder / f"image_embedding_{split}.npy", x)
-        np.save(folder / f"labels_{split}.npy", y)
-    words, vectors = planted_vocabulary()
-    np.save(nouns / "noun_embedding.npy", vectors)
-    with open(nouns / "nouns.csv", "w", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows([["word"]] + [[w] for w in words])
-
+    data, folder, words = write_planted(tmp_path)
     common = ["--data-dir", data, "--dataset", "planted", "--backbone", "hand"]
     run_script("filter_nouns.py", *common, "--k", 4, "--gamma", 2)
     kept = np.load(folder / "kept_nouns.npy")

@@ -74,11 +74,11 @@ class ClipBackbone:
 def load_clip(name, device):
     import clip
 
-    if os.path.sep in name and not os.path.isfile(name):
-        raise StageError(f"backbone checkpoint {name} does not exist; pass a clip.load name ({', '.join(clip.available_models())}) or an existing checkpoint path")
-    if os.path.sep not in name and name not in clip.available_models():
-        known = ", ".join(list(clip.available_models()) + sorted(OFFLINE_BACKBONES))
-        raise StageError(f"unknown backbone {name!r}; use one of: {known}, or a CLIP checkpoint path")
+    known = list(clip.available_models())
+    if name not in known and not os.path.isfile(name):
+        if name.endswith((".pt", ".pth")) or name.startswith((".", os.sep)):
+            raise StageError(f"backbone checkpoint {name} does not exist; pass an existing checkpoint path or a clip.load name")
+        raise StageError(f"unknown backbone {name!r}; use one of: {', '.join(known + sorted(OFFLINE_BACKBONES))}, or a CLIP checkpoint path")
     try:
         model, _ = clip.load(name, device=device, jit=False)
     except (RuntimeError, OSError) as error:

@@ -61,8 +61,9 @@ def start_stage(script, args, uses_dataset=True):
     """What every stage does first: choose the device, seed everything, open its StageRun
     (which knows the stage's folder data/<ds>/<bb> and the vocabulary's data/nouns/<bb>)."""
     from utils.backbones import backbone_tag
-    from utils.io import StageRun
+    from utils.io import StageRun, ensure_writable
 
+    ensure_writable(args.data_dir)
     device = pick_device(args.device)
     seed_everything(args.seed)
     run = StageRun(script, args, args.data_dir, dataset=args.dataset if uses_dataset else None, backbone=backbone_tag(args.backbone))

@@ -26,6 +26,15 @@ class StageError(Exception):
     """A one-line error that names the fix; scripts print it instead of a traceback."""
 
 
+def ensure_writable(folder):
+    """Fail before any work when `folder` cannot be created or written to."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise StageError(f"cannot write to {folder} ({error.strerror}); pass a writable --data-dir") from error
+
+
 def dataset_tag(dataset):
     """Folder name for a dataset: `folder:/photos/trip` -> `folder-trip`."""
     if dataset.startswith("folder:"):

@@ -1,0 +1,249 @@
+"""Faults a user hits, each answered by one line that names the fix, with no partial file left
+behind and nothing stale reused. Cases:
+
+ 1. filter_nouns.py without image embeddings          -> run image_embedding.py
+ 2. filter_nouns.py without noun embeddings           -> run text_embedding.py
+ 3. retrieve_text.py without kept nouns               -> run filter_nouns.py
+ 4. concat_kmeans.py without text counterparts        -> run retrieve_text.py
+ 5. train_head.py without text counterparts           -> run retrieve_text.py
+ 6. text_embedding.py without the vocabulary file     -> the builder / --nouns
+ 7. an input made for another backbone                -> re-run with --backbone
+ 8. an input made for another dataset                 -> re-run with --dataset
+ 9. counterparts made from nouns kept with another k  -> stale: re-run retrieve_text.py
+10. an interrupted write                              -> no file, no temp file
+11. k larger than the number of images               -> lower --k
+12. a center with no noun                            -> skipped, counted, run completes
+13. NaN rows in an embedding file                     -> names the row
+14. all-zero rows in an embedding file                -> names the row
+15. labels and embeddings with different row counts   -> re-run image_embedding.py
+16. a corrupt file inside folder:<path>               -> names the file
+17. an empty folder                                   -> no images found
+18. a batch larger than the data                      -> one batch, noted, completes
+19. --device cuda with no GPU                         -> use --device cpu
+20. an unknown dataset name                           -> lists the known ones
+21. an unknown backbone name                          -> lists the known ones
+22. a vocabulary with an empty word                   -> names the row
+23. a vocabulary with duplicated words                -> kept (the authors' file has them), counted
+24. a noun file with fewer rows than its embeddings   -> re-run text_embedding.py
+25. a --data-dir that is not writable                 -> pass a writable --data-dir
+26. a dataset name that would write outside --data-dir -> refused
+27. more neighbours asked for than samples            -> lower --neighbors
+"""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_script, write_planted
+
+from utils.io import StageRun
+
+COMMON = ["--dataset", "planted", "--backbone", "hand"]
+
+
+@pytest.fixture
+def planted(tmp_path):
+    data, folder, words = write_planted(tmp_path)
+    return data, folder
+
+
+def files_under(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def fails(script, *args, match):
+    """Run a script that must fail: exit 2, no traceback, one error line (the last on stderr, after
+    any progress bar) containing `match`."""
+    result = run_script(script, *args, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and [line for line in lines if line.startswith("error: ")] == lines[-1:], result.stderr
+    assert match in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def stage_args(data):
+    return ["--data-dir", data, *COMMON]
+
+
+@pytest.mark.parametrize("script, remove, fix", [
+    ("filter_nouns.py", "planted/hand/image_embedding_train.npy", "run image_embedding.py first"),
+    ("filter_nouns.py", "nouns/hand/noun_embedding.npy", "run text_embedding.py first"),
+    ("retrieve_text.py", None, "kept_nouns.npy is missing: run filter_nouns.py first"),
+    ("concat_kmeans.py", None, "retrieved_text_test.npy is missing: run retrieve_text.py first"),
+    ("train_head.py", None, "retrieved_text_train.npy is missing: run retrieve_text.py first"),
+])
+def test_missing_input_names_the_stage_that_makes_it(planted, script, remove, fix):
+    data, _ = planted
+    if remove:
+        os.remove(data / remove)
+    before = files_under(data)
+    fails(script, *stage_args(data), match=fix)
+    assert files_under(data) == before
+
+
+def test_missing_vocabulary_names_the_builder(tmp_path):
+    fails("text_embedding.py", "--data-dir", tmp_path, "--backbone", "x", match="run data/build_wordnet_nouns.py")
+
+
+def test_input_made_for_another_backbone(planted):
+    data, folder = planted
+    run = StageRun("image_embedding.py", None, data, dataset="planted", backbone="RN50")
+    run.save_array(str(folder / "image_embedding_train.npy"), np.load(folder / "image_embedding_train.npy"))
+    fails("filter_nouns.py", *stage_args(data), match="made for backbone 'RN50', not 'hand': re-run image_embedding.py with --backbone hand")
+
+
+def test_input_made_for_another_dataset(planted):
+    data, folder = planted
+    run = StageRun("image_embedding.py", None, data, dataset="cifar10", backbone="hand")
+    run.save_array(str(folder / "image_embedding_test.npy"), np.load(folder / "image_embedding_test.npy"))
+    fails("concat_kmeans.py", *stage_args(data), "--image-only", match="made for dataset 'cifar10', not 'planted'")
+
+
+def test_counterparts_from_nouns_kept_with_another_k_are_stale(planted):
+    data, folder = planted
+    run_script("filter_nouns.py", *stage_args(data), "--k", 4)
+    run_script("retrieve_text.py", *stage_args(data))
+    run_script("filter_nouns.py", *stage_args(data), "--k", 6)
+    fails("train_head.py", *stage_args(data), match="retrieved_text_train.npy is stale")
+    fails("concat_kmeans.py", *stage_args(data), match="re-run retrieve_text.py")
+
+
+def test_interrupted_write_leaves_the_old_file_and_no_temp(planted):
+    data, folder = planted
+    run = StageRun("x.py", None, data, dataset="planted", backbone="hand")
+    old = np.load(folder / "labels_test.npy")
+    with pytest.raises(KeyboardInterrupt):
+        run._write(str(folder / "labels_test.npy"), lambda f: (f.write(b"\x93NUMPY half"), (_ for _ in ()).throw(KeyboardInterrupt())))
+    np.testing.assert_array_equal(np.load(folder / "labels_test.npy"), old)
+    assert not [p for p in data.rglob("*.tmp")]
+
+
+def test_k_larger_than_the_number_of_images(planted):
+    data, folder = planted
+    fails("filter_nouns.py", *stage_args(data), "--k", 1000, match="only 240 points: lower k")
+    assert not (folder / "kept_nouns.npy").exists()
+
+
+def test_centers_without_nouns_are_skipped_and_counted(planted):
+    data, folder = planted
+    result = run_script("filter_nouns.py", *stage_args(data), "--k", 40, "--gamma", 1)
+    meta = json.loads((folder / "kept_nouns.npy.meta.json").read_text())
+    assert meta["centers_without_nouns"] > 0 and "centers got no noun" in result.stdout
+    assert np.load(folder / "kept_nouns.npy").size == 40 - meta["centers_without_nouns"]
+
+
+@pytest.mark.parametrize("value, what", [(np.nan, "NaN"), (0.0, "zero")])
+def test_bad_rows_in_an_embedding_file(planted, value, what):
+    data, folder = planted
+    x = np.load(folder / "image_embedding_test.npy")
+    x[7] = value
+    np.save(folder / "image_embedding_test.npy", x)
+    fails("concat_kmeans.py", *stage_args(data), "--image-only", match="1 rows that are NaN, infinite or all zero (first: row 7)")
+
+
+def test_labels_and_embeddings_with_different_row_counts(planted):
+    data, folder = planted
+    np.save(folder / "labels_test.npy", np.zeros(99, dtype=np.int64))
+    fails("concat_kmeans.py", *stage_args(data), "--image-only", match="re-run image_embedding.py")
+
+
+def test_corrupt_file_in_an_image_folder(tmp_path, tiny_clip):
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "photos" / "a.png")
+    (tmp_path / "photos" / "b.jpg").write_text("this is not an image")
+    line = fails("image_embedding.py", "--data-dir", tmp_path / "data", "--dataset", f"folder:{tmp_path / 'photos'}",
+                 "--backbone", tiny_clip, match="cannot read image")
+    assert "b.jpg" in line and "remove or fix that file" in line
+    assert not (tmp_path / "data" / "folder-photos").exists() or not list((tmp_path / "data" / "folder-photos").rglob("*.npy"))
+
+
+def test_empty_image_folder(tmp_path, tiny_clip):
+    (tmp_path / "empty").mkdir()
+    fails("image_embedding.py", "--data-dir", tmp_path / "data", "--dataset", f"folder:{tmp_path / 'empty'}",
+          "--backbone", tiny_clip, match="no images")
+
+
+def test_batch_larger_than_the_data_trains_one_batch(planted):
+    data, folder = planted
+    run_script("filter_nouns.py", *stage_args(data), "--k", 4)
+    run_script("retrieve_text.py", *stage_args(data))
+    result = run_script("train_head.py", *stage_args(data), "--batch-size", 100000, "--epochs", 2, "--neighbors", 5)
+    assert "using one batch of 240" in result.stdout
+    assert len(json.loads((folder / "head_metrics.json").read_text())["epochs_log"]) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_device_cuda_without_a_gpu(planted):
+    data, _ = planted
+    fails("concat_kmeans.py", *stage_args(data), "--device", "cuda", match="use --device cpu or auto")
+
+
+def test_unknown_dataset_name(tmp_path, tiny_clip):
+    fails("image_embedding.py", "--data-dir", tmp_path, "--dataset", "cifar11", "--backbone", tiny_clip, match="unknown dataset 'cifar11'; use one of")
+
+
+def test_unknown_backbone_name(tmp_path):
+    fails("text_embedding.py", "--data-dir", tmp_path, "--nouns", os.path.join(os.path.dirname(__file__), "..", "data", "ImageNet21kNouns.csv"),
+          "--backbone", "ViT-Q/99", match="unknown backbone 'ViT-Q/99'; use one of: RN50")
+
+
+def write_vocabulary(path, words):
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([["word"]] + [[w] for w in words])
+
+
+def test_vocabulary_with_an_empty_word(tmp_path, tiny_clip):
+    write_vocabulary(tmp_path / "v.csv", ["cat", "", "dog"])
+    fails("text_embedding.py", "--data-dir", tmp_path, "--nouns", tmp_path / "v.csv", "--backbone", tiny_clip,
+          match="empty word on data row 1")
+
+
+def test_vocabulary_with_duplicated_words_is_kept_and_counted(tmp_path, tiny_clip):
+    write_vocabulary(tmp_path / "v.csv", ["cat", "dog", "cat"])
+    result = run_script("text_embedding.py", "--data-dir", tmp_path / "data", "--nouns", tmp_path / "v.csv", "--backbone", tiny_clip)
+    assert "3 nouns (2 distinct" in result.stdout
+    embedding = np.load(tmp_path / "data" / "nouns" / "tiny-clip" / "noun_embedding.npy")
+    np.testing.assert_array_equal(embedding[0], embedding[2])
+
+
+def test_noun_file_with_fewer_rows_than_its_embeddings(planted):
+    data, _ = planted
+    with open(data / "nouns" / "hand" / "nouns.csv") as f:
+        lines = f.read().splitlines()
+    (data / "nouns" / "hand" / "nouns.csv").write_text("\n".join(lines[:-3]) + "\n")
+    fails("filter_nouns.py", *stage_args(data), match="re-run text_embedding.py so that they match")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_data_dir_not_writable_as_a_user(planted):
+    data, folder = planted
+    os.chmod(folder, 0o555)
+    try:
+        fails("filter_nouns.py", *stage_args(data), "--k", 4, match="pass a writable --data-dir")
+    finally:
+        os.chmod(folder, 0o755)
+
+
+def test_data_dir_blocked_by_a_file_fails_before_any_work(tmp_path, tiny_clip):
+    # Root ignores permission bits; a --data-dir below a plain file is unwritable for everyone.
+    (tmp_path / "blocked").write_text("")
+    write_vocabulary(tmp_path / "v.csv", ["cat", "dog"])
+    fails("text_embedding.py", "--data-dir", tmp_path / "blocked" / "data", "--nouns", tmp_path / "v.csv",
+          "--backbone", tiny_clip, match="pass a writable --data-dir")
+
+
+def test_dataset_name_that_would_write_outside_the_data_dir(planted):
+    data, _ = planted
+    fails("filter_nouns.py", "--data-dir", data, "--dataset", "../../escape", "--backbone", "hand", match="not a plain name")
+
+
+def test_more_neighbours_than_samples(planted):
+    data, _ = planted
+    run_script("filter_nouns.py", *stage_args(data), "--k", 4)
+    run_script("retrieve_text.py", *stage_args(data))
+    fails("train_head.py", *stage_args(data), "--neighbors", 500, match="lower --neighbors below 240")
