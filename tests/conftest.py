@@ -26,18 +26,9 @@ def run_script(script, *args, cwd=ROOT, check=True):
 def tiny_clip(tmp_path_factory):
     """A 2-layer CLIP (32-px ViT, 64-wide text transformer, 32-d joint space), random weights,
     saved as TorchScript the way the released checkpoints are."""
-    import clip
-    import torch
-    from clip.model import CLIP
+    from utils.backbones import save_random_clip
 
-    torch.manual_seed(0)
-    model = CLIP(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
-                 context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=2).eval()
-    path = tmp_path_factory.mktemp("backbone") / "tiny-clip.pt"
-    with torch.no_grad():
-        traced = torch.jit.trace(model, (torch.randn(2, 3, 32, 32), clip.tokenize(["a dog", "a cat"])), check_trace=False)
-    traced.save(str(path))
-    return str(path)
+    return save_random_clip(tmp_path_factory.mktemp("backbone") / "tiny-clip.pt")
 
 
 @pytest.fixture(scope="session")

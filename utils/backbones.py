@@ -71,6 +71,24 @@ class ClipBackbone:
         return x[torch.arange(x.shape[0]), eot] @ model.text_projection
 
 
+def save_random_clip(path, seed=0, embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+                     transformer_width=64, transformer_layers=2):
+    """A CLIP of the `clip` package's own class with random weights, saved as TorchScript as the
+    released checkpoints are, so that `clip.load(path)` takes it (for tests and benchmarks offline).
+    Widths must be multiples of 64 (clip.load infers heads as width // 64)."""
+    import clip
+    from clip.model import CLIP
+
+    torch.manual_seed(seed)
+    model = CLIP(embed_dim=embed_dim, image_resolution=image_resolution, vision_layers=vision_layers, vision_width=vision_width,
+                 vision_patch_size=vision_patch_size, context_length=77, vocab_size=49408, transformer_width=transformer_width,
+                 transformer_heads=transformer_width // 64, transformer_layers=transformer_layers).eval()
+    with torch.no_grad():
+        example = (torch.randn(2, 3, image_resolution, image_resolution), clip.tokenize(["a dog", "a cat"]))
+        torch.jit.trace(model, example, check_trace=False).save(str(path))
+    return str(path)
+
+
 def load_clip(name, device):
     import clip
 
