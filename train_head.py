@@ -22,6 +22,7 @@ from utils.config import (
 )
 from utils.heads import predict, train_heads
 from utils.io import StageError, run_main
+from utils.losses import ALL_TERMS
 from utils.metrics import evaluate, format_metrics
 
 
@@ -34,6 +35,13 @@ def build_parser():
     parser.add_argument("--tau", type=float, default=None, help="cluster-contrastive temperature: 0.5; 5.0 for ucf101 and imagenet")
     parser.add_argument("--alpha", type=float, default=5.0, help="weight of the entropy term")
     parser.add_argument("--neighbors", type=int, default=50, help="neighbours sampled from, per modality")
+    parser.add_argument("--variant", choices=["tac", "dxmc"], default="tac",
+                        help="dxmc: add an instance head per modality and their contrastive loss, drop the consistency term (DXMC)")
+    parser.add_argument("--loss-terms", nargs="+", choices=list(ALL_TERMS), default=None,
+                        help="TAC loss terms to use (Table V ablations); default: dis con entropy (tac), dis entropy (dxmc)")
+    parser.add_argument("--instance-tau", type=float, default=None, help="DXMC's instance temperature: 0.05; 0.5 for ucf101 and imagenet")
+    parser.add_argument("--out-prefix", default=None, help="output names <prefix>.pt, <prefix>_preds.npy, <prefix>_metrics.json "
+                        "(default: head, dxmc_head, or with the loss terms appended when they differ from the variant's)")
     return parser
 
 
@@ -44,6 +52,11 @@ def main():
     epochs, batch_size, tau = (getattr(args, n) if getattr(args, n) is not None else defaults[n] for n in ("epochs", "batch_size", "tau"))
     if min(epochs, batch_size, args.neighbors) < 1 or tau <= 0:
         raise StageError("--epochs, --batch-size and --neighbors must be at least 1 and --tau positive")
+    dxmc = args.variant == "dxmc"
+    default_terms = ("dis", "entropy") if dxmc else ALL_TERMS
+    terms = tuple(t for t in ALL_TERMS if t in (args.loss_terms or default_terms))
+    instance_tau = (args.instance_tau or (0.5 if args.dataset in LARGE_DATASETS else 0.05)) if dxmc else None
+    prefix = args.out_prefix or ("dxmc_head" if dxmc else "head") + ("" if terms == default_terms else "_" + "+".join(terms))
     run, device = start_stage(__file__, args)
     folder = run.folder
 
@@ -69,18 +82,21 @@ def main():
 
     steps = len(images) // min(batch_size, len(images))
     with tqdm(total=steps * epochs, desc=f"training heads (K={k}, {epochs} epochs)", unit="step") as bar:
-        image_head, text_head, log = train_heads(
+        heads, log = train_heads(
             torch.from_numpy(images).to(device), torch.from_numpy(texts).to(device), image_neighbors, text_neighbors, k,
             epochs=epochs, batch_size=batch_size, lr=args.lr, tau=tau, alpha=args.alpha,
-            device=device, seed=args.seed, evaluate_epoch=evaluate_epoch, progress=bar)
-    preds = predict(image_head, test_x)
+            device=device, seed=args.seed, terms=terms, instance_tau=instance_tau, evaluate_epoch=evaluate_epoch, progress=bar)
+    preds = predict(heads["image_head"], test_x)
     metrics = evaluate(test_labels, preds)
     config = {"num_clusters": k, "width": images.shape[1], "epochs": epochs, "batch_size": batch_size,
-              "lr": args.lr, "tau": tau, "alpha": args.alpha, "neighbors": args.neighbors}
-    run.save_torch(os.path.join(folder, "head.pt"), {"image_head": image_head.state_dict(), "text_head": text_head.state_dict(), "config": config}, config)
-    run.save_array(os.path.join(folder, "head_preds.npy"), preds, config)
-    run.save_json(os.path.join(folder, "head_metrics.json"), {"method": "tac", "split": "test", "seed": args.seed, **config, "metrics": metrics, "epochs_log": log}, config)
-    print(f"TAC heads on {len(preds)} test images, K = {k}: {format_metrics(metrics)} -> {folder}")
+              "lr": args.lr, "tau": tau, "alpha": args.alpha, "neighbors": args.neighbors, "variant": args.variant,
+              "loss_terms": list(terms), "instance_tau": instance_tau}
+    states = {name: head.state_dict() for name, head in heads.items()}
+    run.save_torch(os.path.join(folder, f"{prefix}.pt"), {**states, "config": config}, config)
+    run.save_array(os.path.join(folder, f"{prefix}_preds.npy"), preds, config)
+    run.save_json(os.path.join(folder, f"{prefix}_metrics.json"),
+                  {"method": prefix, "split": "test", "seed": args.seed, **config, "metrics": metrics, "epochs_log": log}, config)
+    print(f"{args.variant.upper()} heads ({prefix}) on {len(preds)} test images, K = {k}: {format_metrics(metrics)} -> {folder}")
 
 
 if __name__ == "__main__":

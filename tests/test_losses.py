@@ -47,3 +47,20 @@ def test_total_loss_combines_the_terms_with_alpha():
     assert terms["dis_text"] == pytest.approx(dis_text, rel=1e-6)
     assert terms["consistency"] == pytest.approx(0.0, abs=1e-6)
     assert total.item() == pytest.approx(dis_image + dis_text - 5.0 * entropy, rel=1e-6)
+
+
+def test_instance_contrastive_is_nt_xent_between_the_two_modalities():
+    from utils.losses import instance_contrastive
+
+    # image i and text i are positives (cosine 1); the other two rows are orthogonal (0)
+    assert instance_contrastive(ONE_HOT, ONE_HOT, 1.0).item() == pytest.approx(math.log(1 + 2 / math.e), rel=1e-6)
+    # swapped: the positive is orthogonal, a cross-modal negative identical: -log(1 / (2 + e))
+    assert instance_contrastive(ONE_HOT, SWAPPED, 1.0).item() == pytest.approx(math.log(2 + math.e), rel=1e-6)
+
+
+def test_dxmc_loss_drops_consistency_and_adds_the_instance_term():
+    total, terms = tac_loss(ONE_HOT, ONE_HOT, ONE_HOT, ONE_HOT, tau=0.5, alpha=5.0, terms=("dis", "entropy"),
+                            instance=(ONE_HOT, ONE_HOT, 1.0))
+    assert set(terms) == {"dis_image", "dis_text", "instance", "entropy"}
+    expected = 2 * math.log(1 + 2 * math.exp(-2.0)) + math.log(1 + 2 / math.e) - 5.0 * 2 * math.log(2)
+    assert total.item() == pytest.approx(expected, rel=1e-6)

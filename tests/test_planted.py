@@ -34,6 +34,7 @@ def test_planted_structure_is_recovered_exactly_by_stages_3_to_6(tmp_path):
     run_script("concat_kmeans.py", *common)
     run_script("concat_kmeans.py", *common, "--image-only")
     run_script("train_head.py", *common, "--batch-size", 64, "--epochs", 40, "--neighbors", 10)
-    for name in ("concat_kmeans", "image_kmeans", "head"):
+    run_script("train_head.py", *common, "--batch-size", 64, "--epochs", 40, "--neighbors", 10, "--variant", "dxmc")
+    for name in ("concat_kmeans", "image_kmeans", "head", "dxmc_head"):
         metrics = json.loads((folder / f"{name}_metrics.json").read_text())["metrics"]
         assert (metrics["acc"], metrics["nmi"], metrics["ari"]) == (100.0, 100.0, 100.0), (name, metrics)

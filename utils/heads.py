@@ -2,6 +2,8 @@
 import torch
 from torch import nn
 
+from utils.losses import ALL_TERMS, tac_loss
+
 
 class ClusterHead(nn.Module):
     def __init__(self, width, num_clusters):
@@ -20,8 +22,19 @@ class ClusterHead(nn.Module):
         return torch.softmax(self.layers(x), dim=1)
 
 
+class InstanceHead(nn.Module):
+    """DXMC's instance-level projection: Linear(D, D) -> ReLU -> Linear(D, 1024)."""
+
+    def __init__(self, width, out=1024):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
 def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *, epochs, batch_size, lr, tau,
-                alpha, device, seed, evaluate_epoch=None, progress=None):
+                alpha, device, seed, terms=ALL_TERMS, instance_tau=None, evaluate_epoch=None, progress=None):
     """Train the image head f and the text head g by cross-modal mutual distillation.
 
     images/texts: N x D normalised train embeddings and counterparts (tensors on `device`);
@@ -29,22 +42,27 @@ def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *,
     text neighbour each time it is seen (a fresh draw, vectorised over the batch). Batches are
     shuffled and the last partial batch is dropped, as the authors; with fewer samples than one
     batch the whole set is one batch (the authors' code runs zero steps there and crashes).
-    `evaluate_epoch(image_head, epoch)` runs after every epoch; returns the heads and the log.
+    `terms` picks the loss terms (Table V ablations); `instance_tau` adds DXMC's instance heads and
+    their contrastive term. `evaluate_epoch(image_head, epoch)` runs after every epoch.
+    Returns the heads ({"image_head", "text_head", and "image_instance", "text_instance" for DXMC})
+    and the per-epoch log.
     """
-    from utils.losses import tac_loss
-
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     n, width = images.shape
-    image_head = ClusterHead(width, num_clusters).to(device)
-    text_head = ClusterHead(width, num_clusters).to(device)
-    params = list(image_head.parameters()) + list(text_head.parameters())
+    heads = {"image_head": ClusterHead(width, num_clusters), "text_head": ClusterHead(width, num_clusters)}
+    if instance_tau is not None:
+        heads.update(image_instance=InstanceHead(width), text_instance=InstanceHead(width))
+    heads = {name: head.to(device) for name, head in heads.items()}
+    image_head, text_head = heads["image_head"], heads["text_head"]
+    params = [p for head in heads.values() for p in head.parameters()]
     optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     batch_size = min(batch_size, n)
     steps = n // batch_size
     log = []
     for epoch in range(1, epochs + 1):
-        image_head.train(), text_head.train()
+        for head in heads.values():
+            head.train()
         order = torch.randperm(n, generator=generator)
         order = order.to(device)
         image_pick = torch.randint(image_neighbors.shape[1], (n,), generator=generator).to(device)
@@ -56,11 +74,14 @@ def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *,
             text_nb = text_neighbors[idx, text_pick[idx]]
             p, q = image_head(images[idx]), text_head(texts[idx])
             p_nb, q_nb = image_head(images[image_nb]), text_head(texts[text_nb])
-            loss, terms = tac_loss(p, q, p_nb, q_nb, tau=tau, alpha=alpha)
+            instance = None
+            if instance_tau is not None:
+                instance = (heads["image_instance"](images[idx]), heads["text_instance"](texts[idx]), instance_tau)
+            loss, values = tac_loss(p, q, p_nb, q_nb, tau=tau, alpha=alpha, terms=terms, instance=instance)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            for name, value in {"loss": float(loss), **terms}.items():
+            for name, value in {"loss": float(loss), **values}.items():
                 sums[name] = sums.get(name, 0.0) + value
             if progress is not None:
                 progress.update(1)
@@ -69,7 +90,7 @@ def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *,
             image_head.eval()
             entry.update(evaluate_epoch(image_head, epoch) or {})
         log.append(entry)
-    return image_head, text_head, log
+    return heads, log
 
 
 @torch.no_grad()

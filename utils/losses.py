@@ -35,13 +35,36 @@ def batch_entropy(p, eps=1e-9):
     return -(mean * mean.log()).sum()
 
 
-def tac_loss(p, q, p_neighbors, q_neighbors, tau=0.5, alpha=5.0):
-    """The total loss and its terms (floats, for logging)."""
-    terms = {
-        "dis_image": cluster_contrastive(p, q_neighbors, tau),
-        "dis_text": cluster_contrastive(q, p_neighbors, tau),
-        "consistency": consistency(p, q),
-        "entropy": batch_entropy(p) + batch_entropy(q),
-    }
-    total = terms["dis_image"] + terms["dis_text"] + terms["consistency"] - alpha * terms["entropy"]
-    return total, {name: float(value) for name, value in terms.items()}
+def instance_contrastive(z_image, z_text, tau):
+    """NT-Xent between the image and text projections of the same samples (DXMC's instance term).
+
+    Rows are L2-normalised; sample i's image and text are positives, the other 2B - 2 rows are
+    negatives; cross-entropy averaged over the 2B rows."""
+    b = z_image.shape[0]
+    rows = F.normalize(torch.cat([z_image, z_text]), dim=1)
+    similarity = (rows @ rows.T / tau).masked_fill(torch.eye(2 * b, dtype=torch.bool, device=rows.device), float("-inf"))
+    positives = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(rows.device)
+    return F.cross_entropy(similarity, positives)
+
+
+ALL_TERMS = ("dis", "con", "entropy")
+
+
+def tac_loss(p, q, p_neighbors, q_neighbors, tau=0.5, alpha=5.0, terms=ALL_TERMS, instance=None):
+    """The total loss and its terms (floats, for logging).
+
+    `terms` switches the TAC terms on (Table V ablations); `instance` = (z_image, z_text, tau) adds
+    DXMC's instance-level term (DXMC uses terms ("dis", "entropy"): no consistency term)."""
+    parts = {}
+    if "dis" in terms:
+        parts["dis_image"] = cluster_contrastive(p, q_neighbors, tau)
+        parts["dis_text"] = cluster_contrastive(q, p_neighbors, tau)
+    if "con" in terms:
+        parts["consistency"] = consistency(p, q)
+    if instance is not None:
+        parts["instance"] = instance_contrastive(*instance)
+    total = sum(parts.values()) if parts else p.sum() * 0
+    if "entropy" in terms:
+        parts["entropy"] = batch_entropy(p) + batch_entropy(q)
+        total = total - alpha * parts["entropy"]
+    return total, {name: float(value) for name, value in parts.items()}
