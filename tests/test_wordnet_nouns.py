@@ -19,3 +19,17 @@ def test_wordnet_nouns_has_146347_rows_with_null_kept_as_a_word():
         rows = list(csv.DictReader(f))
     assert len(rows) == 146347 and list(rows[0]) == ["word", "definition"]
     assert rows[131919]["word"] == "null"
+
+
+def test_builder_reproduces_it_from_debian_wordnet(tmp_path):
+    import subprocess
+    import sys
+
+    import pytest
+
+    if not os.path.exists("/usr/share/wordnet/data.noun") or not os.path.exists("/usr/share/wordnet/index.sense"):
+        pytest.skip("Debian's wordnet-base and wordnet-sense-index are not installed")
+    out = tmp_path / "nouns.csv"
+    subprocess.run([sys.executable, os.path.join(ROOT, "data", "build_wordnet_nouns.py"), "--out", str(out)], check=True,
+                   capture_output=True)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == AUTHORS_SHA256
