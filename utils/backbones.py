@@ -17,9 +17,12 @@ from utils.io import StageError
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# name -> module path of an offline backbone with `load(device, cache_dir) -> backbone`;
+# name -> "module:function" of an offline backbone, `function(device, cache_dir) -> backbone`;
 # imported lazily so the CLIP path never needs their packages.
-OFFLINE_BACKBONES = {}
+OFFLINE_BACKBONES = {
+    "lite0-minilm": "utils.offline_backbone:load",
+    "lite0-conse": "utils.offline_backbone:load_conse",
+}
 
 
 def backbone_tag(name):
@@ -108,7 +111,8 @@ def load_backbone(name, device, cache_dir=None):
     if name in OFFLINE_BACKBONES:
         import importlib
 
-        return importlib.import_module(OFFLINE_BACKBONES[name]).load(device=device, cache_dir=cache_dir)
+        module, function = OFFLINE_BACKBONES[name].split(":")
+        return getattr(importlib.import_module(module), function)(device=device, cache_dir=cache_dir)
     return load_clip(name, device)
 
 
