@@ -35,6 +35,7 @@ def build_parser():
     parser.add_argument("--tau", type=float, default=None, help="cluster-contrastive temperature: 0.5; 5.0 for ucf101 and imagenet")
     parser.add_argument("--alpha", type=float, default=5.0, help="weight of the entropy term")
     parser.add_argument("--neighbors", type=int, default=50, help="neighbours sampled from, per modality")
+    parser.add_argument("--approximate-knn", action="store_true", help="HNSW neighbours instead of exact search (ImageNet-1K scale on a CPU)")
     parser.add_argument("--variant", choices=["tac", "dxmc"], default="tac",
                         help="dxmc: add an instance head per modality and their contrastive loss, drop the consistency term (DXMC)")
     parser.add_argument("--loss-terms", nargs="+", choices=list(ALL_TERMS), default=None,
@@ -70,8 +71,8 @@ def main():
 
     images, texts = l2_normalize(images), l2_normalize(texts)
     print(f"finding {args.neighbors} neighbours of {len(images)} train samples per modality")
-    image_neighbors = torch.from_numpy(knn_indices(images, args.neighbors, device)).to(device)
-    text_neighbors = torch.from_numpy(knn_indices(texts, args.neighbors, device)).to(device)
+    image_neighbors = torch.from_numpy(knn_indices(images, args.neighbors, device, args.approximate_knn)).to(device)
+    text_neighbors = torch.from_numpy(knn_indices(texts, args.neighbors, device, args.approximate_knn)).to(device)
     test_x = torch.from_numpy(l2_normalize(test_images)).to(device)
 
     def evaluate_epoch(image_head, epoch):

@@ -57,3 +57,14 @@ def test_knn_excludes_the_point_itself_even_among_duplicates():
     assert neighbours.shape == (4, 2)
     assert all(i not in row for i, row in enumerate(neighbours))
     assert neighbours[0, 0] == 1 and neighbours[1, 0] == 0
+
+
+def test_approximate_knn_finds_the_planted_neighbours():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((20, 16))
+    x = np.repeat(centers, 6, axis=0) + 0.01 * rng.standard_normal((120, 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact, approximate = knn_indices(x, 5), knn_indices(x, 5, approximate=True)
+    group = np.arange(120) // 6
+    assert (group[approximate] == group[:, None]).all() and (group[exact] == group[:, None]).all()
+    assert all(i not in row for i, row in enumerate(approximate))

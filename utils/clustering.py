@@ -49,17 +49,24 @@ def member_centers(x, assignments, k, fallback):
     return l2_normalize(sums), counts
 
 
-def knn_indices(x, num_neighbors, device=None):
-    """Top-`num_neighbors` rows of x by inner product for every row, the row itself excluded."""
+def knn_indices(x, num_neighbors, device=None, approximate=False):
+    """Top-`num_neighbors` rows of x by inner product for every row, the row itself excluded.
+
+    Exact (a flat index, on the GPU when there is one) by default; `approximate` uses an HNSW
+    graph on the CPU, for millions of rows where the exact N^2 search takes hours."""
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = x.shape[0]
     if num_neighbors >= n:
         raise StageError(f"{num_neighbors} neighbours asked for but there are only {n} samples: lower --neighbors below {n}")
-    index = faiss.IndexFlatIP(x.shape[1])
-    if _use_gpu(device):
-        index = faiss.index_cpu_to_all_gpus(index)
+    if approximate:
+        index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = max(64, 2 * num_neighbors)
+    else:
+        index = faiss.IndexFlatIP(x.shape[1])
+        if _use_gpu(device):
+            index = faiss.index_cpu_to_all_gpus(index)
     index.add(x)
     _, found = index.search(x, num_neighbors + 1)
     # Drop the query itself; where a duplicate point pushed it out of the list, drop the last one.
