@@ -28,6 +28,8 @@ def build_parser():
     add_num_clusters(parser)
     parser.add_argument("--k", type=int, default=None, help="semantic centers (default: the authors' value on a paper dataset, else Eq. 2)")
     parser.add_argument("--gamma", type=int, default=5, help="nouns kept per center")
+    parser.add_argument("--text-space", choices=["filtered", "all", "random"], default="filtered",
+                        help="Table IV variants: the paper's filtering, every noun (no filtering), or as many random nouns as filtering keeps")
     add_kmeans_args(parser, niter=300, nredo=10)
     return parser
 
@@ -57,9 +59,14 @@ def main():
     centers, sizes = member_centers(images, assignments, k, fallback=faiss_centroids)
     noun_center, confidence = reverse_classify(nouns, centers)
     kept, kept_center = top_nouns_per_center(noun_center, confidence, k, args.gamma)
+    if args.text_space == "all":
+        kept = np.arange(len(words))
+    elif args.text_space == "random":
+        kept = np.sort(np.random.default_rng(args.seed).choice(len(words), kept.size, replace=False))
+    kept_center = noun_center[kept] if args.text_space != "filtered" else kept_center
     if kept.size == 0:
         raise StageError("no noun was kept; the vocabulary is empty or unusable")
-    extra = {"k": k, "k_source": why, "gamma": args.gamma, "empty_centers": int((sizes == 0).sum()),
+    extra = {"k": k, "k_source": why, "gamma": args.gamma, "text_space": args.text_space, "empty_centers": int((sizes == 0).sum()),
              "centers_without_nouns": int(k - np.unique(kept_center).size), "kmeans": kmeans_settings(args)}
     run.save_array(os.path.join(folder, "semantic_centers.npy"), centers.astype(np.float32), extra)
     run.save_array(os.path.join(folder, "kept_nouns.npy"), kept.astype(np.int64), extra)

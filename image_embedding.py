@@ -2,7 +2,8 @@
 
 Writes data/<ds>/<bb>/image_embedding_{train,test}.npy (float32, N x D, the encoder's output,
 not normalised), labels_{train,test}.npy (int64, -1 where the dataset has none) and
-image_index_{train,test}.npy (each row's index in the split, e.g. to find its file).
+image_index_{train,test}.npy (each row's index in the split, e.g. to find its file), and
+class_names.csv when the dataset names its classes.
 --train-subset N embeds a seeded random subset of N train images (for a quick run on a CPU).
 """
 import os
@@ -13,7 +14,7 @@ from torch.utils.data import Subset
 
 from utils.backbones import embed_images, load_backbone
 from utils.config import base_parser, start_stage
-from utils.datasets import build_transform, load_split
+from utils.datasets import build_transform, class_names, load_split
 from utils.io import run_main
 
 
@@ -47,6 +48,9 @@ def main():
         run.save_array(os.path.join(out, f"image_embedding_{split}.npy"), features)
         run.save_array(os.path.join(out, f"labels_{split}.npy"), labels)
         run.save_array(os.path.join(out, f"image_index_{split}.npy"), index.astype(np.int64))
+        names = class_names(args.dataset, dataset)
+        if split == "test" and names:  # for the baselines that use class names (zero-shot, TAC with class names)
+            run.save_csv(os.path.join(out, "class_names.csv"), ["label", "name"], list(enumerate(names)))
         print(f"{split}: {features.shape[0]} images x {features.shape[1]} dims -> {out}")
 
 

@@ -13,6 +13,8 @@ from utils.text_space import soft_retrieve
 def build_parser():
     parser = base_parser(__doc__)
     parser.add_argument("--tau", type=float, default=0.005, help="retrieval temperature (the paper's tau-tilde)")
+    parser.add_argument("--text-space", choices=["nouns", "classnames"], default="nouns",
+                        help="retrieve from the nouns kept by filter_nouns.py, or from the class names (zero_shot.py writes them; the paper's TAC-dagger)")
     return parser
 
 
@@ -23,17 +25,21 @@ def main():
     run, device = start_stage(__file__, args)
     folder = run.folder
 
-    nouns = run.load_embedding(os.path.join(run.nouns_folder, "noun_embedding.npy"), "text_embedding.py")
-    kept = run.load_array(os.path.join(folder, "kept_nouns.npy"), "filter_nouns.py")
-    if kept.ndim != 1 or kept.size == 0 or kept.min() < 0 or kept.max() >= len(nouns):
-        raise StageError(f"kept_nouns.npy does not index the {len(nouns)} noun embeddings: re-run filter_nouns.py")
+    if args.text_space == "classnames":
+        texts = run.load_embedding(os.path.join(folder, "class_name_embedding.npy"), "zero_shot.py")
+    else:
+        nouns = run.load_embedding(os.path.join(run.nouns_folder, "noun_embedding.npy"), "text_embedding.py")
+        kept = run.load_array(os.path.join(folder, "kept_nouns.npy"), "filter_nouns.py")
+        if kept.ndim != 1 or kept.size == 0 or kept.min() < 0 or kept.max() >= len(nouns):
+            raise StageError(f"kept_nouns.npy does not index the {len(nouns)} noun embeddings: re-run filter_nouns.py")
+        texts = nouns[kept]
     for split in ("train", "test"):
         images = run.load_embedding(os.path.join(folder, f"image_embedding_{split}.npy"), "image_embedding.py")
-        if images.shape[1] != nouns.shape[1]:
-            raise StageError(f"image embeddings are {images.shape[1]}-d but noun embeddings {nouns.shape[1]}-d: make both with the same --backbone")
-        counterparts = soft_retrieve(images, nouns[kept], args.tau, device=device)
-        run.save_array(os.path.join(folder, f"retrieved_text_{split}.npy"), counterparts, {"tau": args.tau, "kept_nouns": int(kept.size)})
-        print(f"{split}: {len(counterparts)} counterparts from {kept.size} kept nouns (tau {args.tau}) -> {folder}")
+        if images.shape[1] != texts.shape[1]:
+            raise StageError(f"image embeddings are {images.shape[1]}-d but text embeddings {texts.shape[1]}-d: make both with the same --backbone")
+        counterparts = soft_retrieve(images, texts, args.tau, device=device)
+        run.save_array(os.path.join(folder, f"retrieved_text_{split}.npy"), counterparts, {"tau": args.tau, "texts": len(texts), "text_space": args.text_space})
+        print(f"{split}: {len(counterparts)} counterparts from {len(texts)} {args.text_space} (tau {args.tau}) -> {folder}")
 
 
 if __name__ == "__main__":

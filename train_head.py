@@ -24,6 +24,7 @@ from utils.heads import predict, train_heads
 from utils.io import StageError, run_main
 from utils.losses import ALL_TERMS
 from utils.metrics import evaluate, format_metrics
+from utils.pipeline import head_prefix
 
 
 def build_parser():
@@ -54,10 +55,8 @@ def main():
     if min(epochs, batch_size, args.neighbors) < 1 or tau <= 0:
         raise StageError("--epochs, --batch-size and --neighbors must be at least 1 and --tau positive")
     dxmc = args.variant == "dxmc"
-    default_terms = ("dis", "entropy") if dxmc else ALL_TERMS
-    terms = tuple(t for t in ALL_TERMS if t in (args.loss_terms or default_terms))
+    prefix, terms = head_prefix(args)
     instance_tau = (args.instance_tau or (0.5 if args.dataset in LARGE_DATASETS else 0.05)) if dxmc else None
-    prefix = args.out_prefix or ("dxmc_head" if dxmc else "head") + ("" if terms == default_terms else "_" + "+".join(terms))
     run, device = start_stage(__file__, args)
     folder = run.folder
 

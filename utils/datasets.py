@@ -176,3 +176,31 @@ def load_split(name, split, root, transform=None):
     wnids = {"imagenet10": IMAGENET10_WNIDS, "imagenet-dogs": IMAGENET_DOGS_WNIDS}.get(name)
     return image_folder(folder, transform, wnids)
 
+
+
+CIFAR20_NAMES = (
+    "aquatic mammals", "fish", "flowers", "food containers", "fruit and vegetables", "household electrical devices",
+    "household furniture", "insects", "large carnivores", "large man-made outdoor things", "large natural outdoor scenes",
+    "large omnivores and herbivores", "medium-sized mammals", "non-insect invertebrates", "people", "reptiles",
+    "small mammals", "trees", "vehicles 1", "vehicles 2",
+)
+
+
+def class_names(name, dataset):
+    """Readable class names in label order, or None when the dataset has none (a flat folder).
+
+    Used only by the baselines that need them (zero-shot, TAC with class names)."""
+    if name == "cifar20":
+        return list(CIFAR20_NAMES)
+    while hasattr(dataset, "dataset") or isinstance(dataset, ConcatDataset):  # Subset, ConcatDataset
+        dataset = dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset.dataset
+    names = getattr(dataset, "classes", None)
+    if not names:
+        return None
+    if name in IMAGENET_FAMILY:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        lemma = dict(zip(info.label_names(), (d.split(",")[0].strip() for d in info.label_descriptions())))
+        names = [lemma.get(n, n) for n in names]
+    return [str(n).replace("_", " ") for n in names]

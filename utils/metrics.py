@@ -49,3 +49,8 @@ def metrics_table(rows, title):
     lines = [f"**{title}**", "", "| method | NMI | ACC | ARI |", "|---|---|---|---|"]
     lines += [f"| {name} | {cell(v['nmi'])} | {cell(v['acc'])} | {cell(v['ari'])} |" for name, v in rows]
     return "\n".join(lines)
+
+
+def stack_metrics(runs):
+    """Per-seed metric dicts -> {"nmi": array, "acc": array, "ari": array}."""
+    return {key: np.array([m[key] for m in runs]) for key in ("nmi", "acc", "ari")}
