@@ -75,14 +75,25 @@ def fingerprint(path):
     return f"file:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def code_version(script):
-    """Hash of a stage script and every utils module: a changed stage is never taken as up to date."""
-    utils_dir = os.path.dirname(os.path.abspath(__file__))
-    files = [os.path.abspath(script)] + sorted(os.path.join(utils_dir, f) for f in os.listdir(utils_dir) if f.endswith(".py"))
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def code_files(script):
+    """The stage script and the project modules loaded while it ran (lazy imports included)."""
+    used = {os.path.abspath(m.__file__) for name, m in list(sys.modules.items())
+            if (name == "utils" or name.startswith("utils.")) and getattr(m, "__file__", None)}
+    return [os.path.relpath(p, PROJECT_ROOT) for p in [os.path.abspath(script)] + sorted(used)]
+
+
+def code_hash(files):
+    """Hash of those files as they are now: a changed stage or helper is never taken as up to date."""
     digest = hashlib.sha256()
-    for path in files:
-        with open(path, "rb") as f:
-            digest.update(f.read())
+    for rel in files:
+        path = os.path.join(PROJECT_ROOT, rel)
+        digest.update(rel.encode())
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                digest.update(f.read())
     return digest.hexdigest()[:16]
 
 
@@ -130,7 +141,8 @@ def jsonable_args(args):
 def up_to_date(path, script, args):
     """True when `path` was made by this code of `script` with these arguments from inputs unchanged since."""
     meta = read_sidecar(path) if os.path.exists(path) else None
-    return (meta is not None and meta.get("script") == os.path.basename(script) and meta.get("code") == code_version(script)
+    code = (meta or {}).get("code") or {}
+    return (meta is not None and meta.get("script") == os.path.basename(script) and code.get("hash") == code_hash(code.get("files", []))
             and meta.get("args") == jsonable_args(args) and changed_input(path, meta) is None)
 
 
@@ -139,7 +151,7 @@ class StageRun:
 
     def __init__(self, script, args, data_dir, dataset=None, backbone=None):
         self.script = os.path.basename(script)
-        self.code = code_version(script) if os.path.exists(script) else None
+        self.script_path = script
         self.args = jsonable_args(args) if args is not None else {}
         self.data_dir = os.path.abspath(data_dir)
         self.expected = {"dataset": dataset, "backbone": backbone}
@@ -214,12 +226,18 @@ class StageRun:
             "backbone": self.expected["backbone"],
             "inputs": {os.path.relpath(p, folder): fp for p, fp in self.inputs.items()},
             "versions": library_versions(),
-            "code": self.code,
+            "code": self._code(),
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
             "run_id": uuid.uuid4().hex,
         }
         meta.update(extra or {})
         return meta
+
+    def _code(self):
+        if not os.path.exists(self.script_path):
+            return None
+        files = code_files(self.script_path)
+        return {"files": files, "hash": code_hash(files)}
 
     def _write(self, path, write, extra=None):
         path = self._inside_data_dir(path)
@@ -254,6 +272,9 @@ class StageRun:
             f.write(text.getvalue().encode())
 
         return self._write(path, write, extra)
+
+    def save_figure(self, path, figure, extra=None):
+        return self._write(path, lambda f: figure.savefig(f, format="png", dpi=120, bbox_inches="tight"), extra)
 
     def save_torch(self, path, obj, extra=None):
         import torch
