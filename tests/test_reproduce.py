@@ -1,0 +1,59 @@
+"""The reproduction harness: the published-numbers file, the seed loop, tables and figures."""
+import csv
+import json
+import os
+
+import numpy as np
+from conftest import ROOT, run_script
+
+from utils.clustering import spherical_kmeans
+
+PUBLISHED = os.path.join(ROOT, "data", "published_results.csv")
+
+
+def test_published_numbers_file_has_every_table_row_with_its_source():
+    with open(PUBLISHED, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["source", "dataset", "method", "backbone", "nmi", "acc", "ari"]
+    assert all(0 <= float(r[m]) <= 100 for r in rows for m in ("nmi", "acc", "ari"))
+    by_source = {}
+    for r in rows:
+        by_source.setdefault(r["source"], []).append(r)
+    table2 = {(r["dataset"], r["method"]) for r in by_source["TAC paper Table II"]}
+    assert table2 == {(d, m) for d in ("stl10", "cifar10", "cifar20", "imagenet10", "imagenet-dogs")
+                      for m in ("CLIP k-means", "TAC (no train)", "CLIP zero-shot", "TAC")}
+    assert {r["dataset"] for r in by_source["TAC paper Table III"]} == {"dtd", "ucf101", "imagenet"}
+    assert len(by_source["TAC paper Table III"]) == 15 and len(by_source["TAC paper Table V"]) == 14
+    assert {r["backbone"] for r in by_source["TAC paper Table VI"]} == {"RN50", "RN101", "ViT-B/16"}
+    assert len(by_source["DXMC paper (arXiv 2409.04561)"]) == 5
+    cifar10 = next(r for r in rows if r["dataset"] == "cifar10" and r["method"] == "TAC")
+    assert (cifar10["nmi"], cifar10["acc"], cifar10["ari"]) == ("84.1", "92.3", "83.9")
+
+
+def test_different_seeds_start_kmeans_from_different_centroids():
+    x = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
+    _, first = spherical_kmeans(x, 5, niter=1, nredo=1, max_points_per_centroid=256, seed=0)
+    _, again = spherical_kmeans(x, 5, niter=1, nredo=1, max_points_per_centroid=256, seed=0)
+    _, other = spherical_kmeans(x, 5, niter=1, nredo=1, max_points_per_centroid=256, seed=1)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+
+
+def test_main_table_over_two_seeds_with_figures(tmp_path, tiny_clip, image_folder, tiny_vocabulary):
+    vocabulary, _ = tiny_vocabulary
+    argv = ["main", "--data-dir", tmp_path / "data", "--dataset", f"folder:{image_folder}", "--backbone", tiny_clip,
+            "--nouns", vocabulary, "--templates", "a photo of a {}.", "--epochs", 2, "--seeds", 0, 1]
+    result = run_script("reproduce.py", *argv)
+    out = tmp_path / "data" / "folder-shapes" / "tiny-clip" / "tables"
+    with open(out / "main.csv", newline="") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"CLIP k-means", "TAC (no train)", "TAC", "DXMC", "CLIP zero-shot", "TAC (no train, class names)", "TAC (class names)"}
+    assert all(r["seeds"] == "2" for r in rows.values())
+    assert "±" in (out / "main.md").read_text() and "| TAC |" in result.stdout
+    per_seed = json.loads((out / "main.csv.meta.json").read_text())["per_seed"]
+    assert all(len(runs) == 2 for runs in per_seed.values())
+    assert per_seed["CLIP zero-shot"][0] == per_seed["CLIP zero-shot"][1]  # no randomness in zero-shot
+    kept_meta = json.loads((out.parent / "kept_nouns.npy.meta.json").read_text())
+    assert kept_meta["seed"] == 1 and kept_meta["kmeans"]["seed"] == 1  # the last seed, recorded
+    for figure in ("acc_curve.png", "tsne.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
