@@ -52,7 +52,7 @@ def experiments(args):
 
     Rows that share a stage output run one after the other, so each stage runs once per seed."""
     clusters = option("--num-clusters", args.num_clusters)
-    filt, heads = ("filter_nouns.py", option("--k", args.k) + clusters), ("train_head.py", clusters + option("--epochs", args.epochs))
+    filt, heads = ("filter_nouns.py", option("--k", args.k) + clusters + option("--criterion", args.criterion)), ("train_head.py", clusters + option("--epochs", args.epochs))
     nouns = [filt, ("retrieve_text.py", [])]
     if args.command == "main":
         names = [("zero_shot.py", []), ("retrieve_text.py", ["--text-space", "classnames"])]

@@ -28,6 +28,7 @@ behind and nothing stale reused. Cases:
 25. a --data-dir that is not writable                 -> pass a writable --data-dir
 26. a dataset name that would write outside --data-dir -> refused
 27. more neighbours asked for than samples            -> lower --neighbors
+28. name_clusters.py before any clusters exist        -> run train_head.py (or concat_kmeans.py)
 """
 import csv
 import json
@@ -74,6 +75,7 @@ def stage_args(data):
     ("retrieve_text.py", None, "kept_nouns.npy is missing: run filter_nouns.py first"),
     ("concat_kmeans.py", None, "retrieved_text_test.npy is missing: run retrieve_text.py first"),
     ("train_head.py", None, "retrieved_text_train.npy is missing: run retrieve_text.py first"),
+    ("name_clusters.py", None, "head_preds.npy is missing: run train_head.py first"),
 ])
 def test_missing_input_names_the_stage_that_makes_it(planted, script, remove, fix):
     data, _ = planted

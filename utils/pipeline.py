@@ -42,6 +42,8 @@ def stage_outputs(script, args):
     if script == "train_head.py":
         prefix = head_prefix(args)[0]
         return join(f"{prefix}.pt", f"{prefix}_preds.npy", f"{prefix}_metrics.json")
+    if script == "name_clusters.py":
+        return join("cluster_names.csv", "assignments.csv", os.path.join("report", "index.md"))
     if script == "zero_shot.py":
         return join("class_name_embedding.npy", "zero_shot_preds.npy", "zero_shot_metrics.json")
     raise ValueError(script)
@@ -80,6 +82,7 @@ def add_pipeline_args(parser):
     parser.add_argument("--nouns", default=None, help="text_embedding.py --nouns")
     parser.add_argument("--templates", nargs="+", default=None, help="text_embedding.py --templates")
     parser.add_argument("--k", type=int, default=None, help="filter_nouns.py --k")
+    parser.add_argument("--criterion", default=None, help="filter_nouns.py --criterion: cluster by color, material, ...")
     parser.add_argument("--num-clusters", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="train_head.py --epochs")
 

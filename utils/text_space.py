@@ -69,13 +69,18 @@ def top_nouns_per_center(assigned, confidence, num_centers, gamma):
     return keep, assigned[keep]
 
 
-def soft_retrieve(images, texts, tau, device="cpu", chunk=8192):
-    """Counterpart_i = normalise(sum_j softmax_j(cos(v_i, t_j) / tau) t_j)."""
+def retrieval_weights(images, texts, tau, device="cpu", chunk=8192, desc="retrieving"):
+    """Yield (start, softmax_j(cos(v_i, t_j) / tau), normalised texts) chunk by chunk of images."""
     texts_t = torch.from_numpy(l2_normalize(texts)).to(device)
     images = l2_normalize(images)
-    out = np.empty((len(images), texts_t.shape[1]), dtype=np.float32)
-    for start in tqdm(range(0, len(images), chunk), desc="retrieving", unit="chunk", leave=False):
+    for start in tqdm(range(0, len(images), chunk), desc=desc, unit="chunk", leave=False):
         v = torch.from_numpy(images[start:start + chunk]).to(device)
-        weights = torch.softmax(v @ texts_t.T / tau, dim=1)
-        out[start:start + chunk] = torch.nn.functional.normalize(weights @ texts_t, dim=1).cpu().numpy()
+        yield start, torch.softmax(v @ texts_t.T / tau, dim=1), texts_t
+
+
+def soft_retrieve(images, texts, tau, device="cpu", chunk=8192):
+    """Counterpart_i = normalise(sum_j softmax_j(cos(v_i, t_j) / tau) t_j)."""
+    out = np.empty((len(images), texts.shape[1]), dtype=np.float32)
+    for start, weights, texts_t in retrieval_weights(images, texts, tau, device, chunk):
+        out[start:start + len(weights)] = torch.nn.functional.normalize(weights @ texts_t, dim=1).cpu().numpy()
     return out

@@ -1,0 +1,95 @@
+"""Naming final clusters with the kept nouns, per-image confidence, and checking names against
+class names: what a user with an unlabelled folder reads to learn what each cluster is about."""
+import numpy as np
+import torch
+
+from utils.clustering import l2_normalize
+from utils.text_space import retrieval_weights
+
+
+def noun_mass(images, kept_embeddings, preds, num_clusters, tau, device="cpu"):
+    """For every cluster, the mean over its images of each kept noun's soft-retrieval weight
+    (the same softmax(cos / tau) that builds the counterparts): K x M, rows sum to 1 (0 if empty)."""
+    mass = torch.zeros(num_clusters, len(kept_embeddings), dtype=torch.float64)
+    preds_t = torch.from_numpy(np.asarray(preds, dtype=np.int64))
+    for start, weights, _ in retrieval_weights(images, kept_embeddings, tau, device, desc="naming clusters"):
+        mass.index_add_(0, preds_t[start:start + len(weights)], weights.double().cpu())
+    sizes = np.bincount(preds, minlength=num_clusters)
+    return mass.numpy() / np.maximum(sizes, 1)[:, None]
+
+
+def rank_names(mass, words, top):
+    """Each cluster's `top` nouns by mass, as [(word, mass)], best first. Rows of the same word
+    (the vocabulary repeats lemmas across synsets) add up; ties keep the first row's order."""
+    unique, first, inverse = np.unique(words, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # unique words in the order they first appear
+    merged = np.zeros((mass.shape[0], len(unique)))
+    np.add.at(merged.T, inverse, mass.T)
+    merged, unique = merged[:, order], unique[order]
+    ranked = []
+    for row in merged:
+        best = np.argsort(-row, kind="stable")[:top]
+        ranked.append([(str(unique[j]), float(row[j])) for j in best])
+    return ranked
+
+
+def head_confidence(head, features, preds, batch_size=65536):
+    """The cluster head's probability of the cluster it assigned each image to."""
+    head.eval()
+    with torch.no_grad():
+        probs = torch.cat([head(features[i:i + batch_size]) for i in range(0, len(features), batch_size)]).cpu().numpy()
+    return probs[np.arange(len(preds)), preds]
+
+
+def centroid_confidence(features, preds, num_clusters):
+    """k-means has no probabilities: the cosine between each image's clustered feature and its
+    cluster's mean direction (1 = at the center)."""
+    features = l2_normalize(features)
+    sums = np.zeros((num_clusters, features.shape[1]), dtype=np.float64)
+    np.add.at(sums, preds, features)
+    centers = l2_normalize(sums.astype(np.float32))
+    return (features * centers[preds]).sum(1)
+
+
+def most_confident(preds, confidence, cluster, count):
+    """Indices of a cluster's `count` most confident images, best first (ties by index)."""
+    members = np.flatnonzero(preds == cluster)
+    return members[np.lexsort((members, -confidence[members]))][:count]
+
+
+def majority_classes(preds, labels, num_clusters):
+    """Each cluster's most frequent label (-1 for an empty cluster)."""
+    counts = np.zeros((num_clusters, labels.max() + 1), dtype=np.int64)
+    np.add.at(counts, (preds, labels), 1)
+    return np.where(counts.sum(1) > 0, counts.argmax(1), -1)
+
+
+def name_agreement(reader, top_names, preds, labels, class_names):
+    """How often a cluster's top name is its majority class's name, a WordNet synonym of it or a
+    hypernym close above it (and, reported apart, a hyponym: a kind of the class), by cluster and by image."""
+    from utils.wordnet import name_relation
+
+    majority = majority_classes(preds, labels, len(top_names))
+    clusters = []
+    for c, name in enumerate(top_names):
+        if majority[c] < 0:
+            continue
+        relation = name_relation(reader, name, class_names[majority[c]])
+        clusters.append({"cluster": c, "name": name, "class": class_names[majority[c]], "relation": relation,
+                         "images": int((preds == c).sum())})
+    names_class = lambda r: r["relation"] in ("same", "hypernym")  # noqa: E731
+    # by image: does the top name of the image's cluster name the image's own class?
+    relation_of = {}
+    for c, name in enumerate(top_names):
+        for label in np.unique(labels[preds == c]):
+            relation_of[c, label] = name_relation(reader, name, class_names[label])
+    by_image = np.array([relation_of[c, y] in ("same", "hypernym") for c, y in zip(preds, labels)])
+    return {
+        "clusters": len(clusters),
+        "top_name_is_class_or_synonym_or_hypernym": sum(names_class(r) for r in clusters),
+        "same": sum(r["relation"] == "same" for r in clusters),
+        "hypernym": sum(r["relation"] == "hypernym" for r in clusters),
+        "hyponym": sum(r["relation"] == "hyponym" for r in clusters),
+        "images_whose_cluster_name_names_their_class": float(by_image.mean()),
+        "per_cluster": clusters,
+    }
