@@ -23,7 +23,7 @@ def test_noun_mass_is_the_mean_retrieval_weight_per_cluster():
 
 def test_rank_names_merges_repeated_words_and_breaks_ties_by_vocabulary_order():
     mass = np.array([[0.2, 0.3, 0.25, 0.25], [0.1, 0.1, 0.4, 0.4]])
-    ranked = rank_names(mass, ["coat", "shoe", "coat", "bag"], top=2)
+    ranked = rank_names(mass, ["coat", "shoe", "Coat", "bag"], top=2)
     assert ranked[0] == [("coat", pytest.approx(0.45)), ("shoe", pytest.approx(0.3))]
     assert ranked[1] == [("coat", pytest.approx(0.5)), ("bag", pytest.approx(0.4))]
     assert rank_names(mass, ["a", "b", "c", "d"], top=4)[1][:2] == [("c", 0.4), ("d", 0.4)]  # tie: vocabulary order

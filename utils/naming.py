@@ -19,13 +19,14 @@ def noun_mass(images, kept_embeddings, preds, num_clusters, tau, device="cpu"):
 
 
 def rank_names(mass, words, top):
-    """Each cluster's `top` nouns by mass, as [(word, mass)], best first. Rows of the same word
-    (the vocabulary repeats lemmas across synsets) add up; ties keep the first row's order."""
-    unique, first, inverse = np.unique(words, return_index=True, return_inverse=True)
+    """Each cluster's `top` nouns by mass, as [(word, mass)], best first. Rows of the same word up
+    to case (the vocabulary repeats lemmas across synsets: "jersey", "Jersey") add up under the
+    first row's spelling; ties keep the first row's order."""
+    _, first, inverse = np.unique([w.lower() for w in words], return_index=True, return_inverse=True)
     order = np.argsort(first)  # unique words in the order they first appear
-    merged = np.zeros((mass.shape[0], len(unique)))
+    merged = np.zeros((mass.shape[0], len(first)))
     np.add.at(merged.T, inverse, mass.T)
-    merged, unique = merged[:, order], unique[order]
+    merged, unique = merged[:, order], np.asarray(words, dtype=object)[first[order]]
     ranked = []
     for row in merged:
         best = np.argsort(-row, kind="stable")[:top]
