@@ -81,9 +81,11 @@ def main():
     folder, vocab = run.folder, run.nouns_folder
 
     images = run.load_embedding(os.path.join(folder, "image_embedding_test.npy"), "image_embedding.py")
-    index = run.load_array(os.path.join(folder, "image_index_test.npy"), "image_embedding.py")
-    labels = run.load_labels(os.path.join(folder, "labels_test.npy"), len(images), required=False)
     preds, k, confidence = load_clusters(run, args, folder, images)
+    labels = run.load_labels(os.path.join(folder, "labels_test.npy"), len(images), required=False)
+    index_path = os.path.join(folder, "image_index_test.npy")
+    # embeddings placed by hand have no index: rows are then the images' own order
+    index = run.load_array(index_path, "image_embedding.py") if os.path.exists(index_path) else np.arange(len(images))
     words = read_csv_column(os.path.join(vocab, "nouns.csv"), "word")
     nouns = run.load_embedding(os.path.join(vocab, "noun_embedding.npy"), "text_embedding.py", rows=("nouns.csv", len(words)))
     kept = run.load_array(os.path.join(folder, "kept_nouns.npy"), "filter_nouns.py")
@@ -99,8 +101,12 @@ def main():
         run.check_input(os.path.join(folder, "class_names.csv"), "image_embedding.py")
         class_names = read_csv_column(os.path.join(folder, "class_names.csv"), "name")
 
-    dataset, paths = test_split(args, folder)
-    if len(dataset) <= index.max():
+    try:
+        dataset, paths = test_split(args, folder)
+    except StageError as error:  # e.g. embeddings placed by hand: names and assignments, no montages
+        print(f"note: no montages, the images cannot be read ({error})")
+        dataset, paths = None, None
+    if dataset is not None and len(dataset) <= index.max():
         raise StageError(f"the test split has {len(dataset)} images but image_index_test.npy goes to {index.max()}: re-run image_embedding.py")
     extra = {"source": args.source, "num_clusters": k, "tau": args.tau}
     run.save_csv(os.path.join(folder, "cluster_names.csv"), ["cluster", "images", "rank", "name", "mass"],
@@ -145,16 +151,18 @@ def write_report(run, args, folder, dataset, index, preds, confidence, ranked, s
             continue
         names = ", ".join(f"{w} ({m:.2f})" for w, m in ranked[c])
         picture = f"cluster_{c:03d}.png"
-        shown = [dataset[int(index[i])][0] for i in most_confident(preds, confidence, c, args.montage)]
-        figure = cluster_montage(shown, f"cluster {c}: {ranked[c][0][0]} ({sizes[c]} images)")
-        run.save_figure(os.path.join(out, picture), figure)
-        plt.close(figure)
-        lines.append(f"| [{c}](#cluster-{c}) | {sizes[c]} | {names} | [{picture}]({picture}) |")
+        if dataset is not None:
+            shown = [dataset[int(index[i])][0] for i in most_confident(preds, confidence, c, args.montage)]
+            figure = cluster_montage(shown, f"cluster {c}: {ranked[c][0][0]} ({sizes[c]} images)")
+            run.save_figure(os.path.join(out, picture), figure)
+            plt.close(figure)
+        lines.append(f"| [{c}](#cluster-{c}) | {sizes[c]} | {names} | " + (f"[{picture}]({picture}) |" if dataset is not None else "— |"))
         majority = ""
         if class_names is not None:
             counts = np.bincount(labels[preds == c], minlength=len(class_names))
             majority = f" Most of its images are {class_names[counts.argmax()]} ({100 * counts.max() / sizes[c]:.0f}%)."
-        sections += [f"## Cluster {c}", "", f"{sizes[c]} images. Names: {names}.{majority}", "", f"![cluster {c}]({picture})", ""]
+        sections += [f"## Cluster {c}", "", f"{sizes[c]} images. Names: {names}.{majority}", ""]
+        sections += [f"![cluster {c}]({picture})", ""] if dataset is not None else []
     path = run.save_text(os.path.join(out, "index.md"), "\n".join(lines + [""] + sections) + "\n", {"source": args.source})
     if match is not None:
         print(f"top name names the majority class in {match['top_name_is_class_or_synonym_or_hypernym']} of {match['clusters']} clusters "

@@ -125,3 +125,23 @@ def test_folder_of_photos_to_named_clusters_and_report(tmp_path, tiny_clip, tiny
     assert (folder / "cluster_names.csv").read_text() == first
     run_script("name_clusters.py", *common, "--from", "concat_kmeans", "--top", 2)
     assert {r["rank"] for r in read_rows(folder / "cluster_names.csv")} <= {"1", "2"}
+
+
+def test_planted_clusters_are_named_by_their_exact_noun_even_without_images(tmp_path):
+    """Hand-placed embeddings (tests/test_planted.py): each class sits on its own axis with nouns
+    `class<c>_exact` on it and `_near`, `_far` off it; each cluster's top name is its class's exact noun."""
+    from conftest import write_planted
+
+    data, folder, _ = write_planted(tmp_path)
+    common = ["--data-dir", data, "--dataset", "planted", "--backbone", "hand"]
+    for script in ("filter_nouns.py", "retrieve_text.py", "concat_kmeans.py"):
+        run_script(script, *common)
+    result = run_script("name_clusters.py", *common, "--from", "concat_kmeans", "--top", 3)
+    assert "no montages" in result.stdout
+    preds, labels = np.load(folder / "concat_kmeans_preds.npy"), np.load(folder / "labels_test.npy")
+    top = {int(r["cluster"]): r["name"] for r in read_rows(folder / "cluster_names.csv") if r["rank"] == "1"}
+    for cluster, name in top.items():
+        majority = np.bincount(labels[preds == cluster]).argmax()
+        assert name == f"class{majority}_exact"
+    assert sorted(top.values()) == [f"class{c}_exact" for c in range(4)]
+    assert [int(r["index"]) for r in read_rows(folder / "assignments.csv")] == list(range(len(preds)))
