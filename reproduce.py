@@ -35,7 +35,7 @@ SWEEPS = {"sweep-k": ("filter_nouns.py", "--k", [10, 20, 33, 50, 100]),
 
 
 # The paper's row order (Table II); rows of other commands keep the order they run in.
-DISPLAY_ORDER = ["CLIP k-means", "CLIP zero-shot", "TAC (no train)", "TAC", "DXMC", "TAC (no train, class names)", "TAC (class names)"]
+DISPLAY_ORDER = ["CLIP k-means", "CLIP zero-shot", "TAC (no train)", "TAC", "DXMC", "DXMC (instance on trunk)", "TAC (no train, class names)", "TAC (class names)"]
 
 
 def build_parser():
@@ -66,6 +66,7 @@ def experiments(args):
             ("TAC (no train)", nouns + [("concat_kmeans.py", clusters)], "concat_kmeans"),
             ("TAC", nouns + [heads], "head"),
             ("DXMC", nouns + [(heads[0], heads[1] + ["--variant", "dxmc"])], "dxmc_head"),
+            ("DXMC (instance on trunk)", nouns + [(heads[0], heads[1] + ["--variant", "dxmc", "--instance-on", "trunk"])], "dxmc_trunk_head"),
         ]
     if args.command == "text-space":
         rows = []
@@ -135,7 +136,7 @@ def main():
     if args.command == "main":
         from utils.figures import accuracy_curves, head_tsne
 
-        figures = [accuracy_curves(record, folder, out, ("head", "dxmc_head")), head_tsne(record, folder, out, "head")]
+        figures = [accuracy_curves(record, folder, out, ("head", "dxmc_head", "dxmc_trunk_head")), head_tsne(record, folder, out, "head")]
     elif args.command in SWEEPS:
         from utils.figures import sweep_plot
 

@@ -41,6 +41,9 @@ def build_parser():
                         help="dxmc: add an instance head per modality and their contrastive loss, drop the consistency term (DXMC)")
     parser.add_argument("--loss-terms", nargs="+", choices=list(ALL_TERMS), default=None,
                         help="TAC loss terms to use (Table V ablations); default: dis con entropy (tac), dis entropy (dxmc)")
+    parser.add_argument("--instance-on", choices=["embedding", "trunk"], default="embedding",
+                        help="DXMC's instance heads read the frozen embeddings (as described; no effect on the clusters) "
+                             "or the cluster heads' hidden layer (trunk: the instance term then shapes the clusters)")
     parser.add_argument("--instance-tau", type=float, default=None, help="DXMC's instance temperature: 0.05; 0.5 for ucf101 and imagenet")
     parser.add_argument("--out-prefix", default=None, help="output names <prefix>.pt, <prefix>_preds.npy, <prefix>_metrics.json "
                         "(default: head, dxmc_head, or with the loss terms appended when they differ from the variant's)")
@@ -85,12 +88,13 @@ def main():
         heads, log = train_heads(
             torch.from_numpy(images).to(device), torch.from_numpy(texts).to(device), image_neighbors, text_neighbors, k,
             epochs=epochs, batch_size=batch_size, lr=args.lr, tau=tau, alpha=args.alpha,
-            device=device, seed=args.seed, terms=terms, instance_tau=instance_tau, evaluate_epoch=evaluate_epoch, progress=bar)
+            device=device, seed=args.seed, terms=terms, instance_tau=instance_tau, instance_on=args.instance_on, evaluate_epoch=evaluate_epoch, progress=bar)
     preds = predict(heads["image_head"], test_x)
     metrics = evaluate(test_labels, preds)
     config = {"num_clusters": k, "width": images.shape[1], "epochs": epochs, "batch_size": batch_size,
               "lr": args.lr, "tau": tau, "alpha": args.alpha, "neighbors": args.neighbors, "variant": args.variant,
-              "loss_terms": list(terms), "instance_tau": instance_tau}
+              "loss_terms": list(terms), "instance_tau": instance_tau,
+              "instance_on": args.instance_on if dxmc else None}
     states = {name: head.state_dict() for name, head in heads.items()}
     run.save_torch(os.path.join(folder, f"{prefix}.pt"), {**states, "config": config}, config)
     run.save_array(os.path.join(folder, f"{prefix}_preds.npy"), preds, config)

@@ -1,6 +1,7 @@
 """Each loss term on inputs small enough to work out by hand."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +65,24 @@ def test_dxmc_loss_drops_consistency_and_adds_the_instance_term():
     assert set(terms) == {"dis_image", "dis_text", "instance", "entropy"}
     expected = 2 * math.log(1 + 2 * math.exp(-2.0)) + math.log(1 + 2 / math.e) - 5.0 * 2 * math.log(2)
     assert total.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_dxmc_instance_term_reaches_the_clusters_only_through_a_shared_trunk():
+    """DXMC as described reads the frozen embeddings in its instance heads: that term then has no
+    gradient path into the cluster heads, whose training is exactly Dis - alpha H. Read from the
+    cluster heads' hidden layer (--instance-on trunk), it changes them."""
+    from utils.heads import train_heads
+
+    rng = np.random.default_rng(0)
+    x = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((64, 16)).astype(np.float32)), dim=1)
+    t = torch.nn.functional.normalize(x + 0.3 * torch.from_numpy(rng.standard_normal((64, 16)).astype(np.float32)), dim=1)
+    neighbors = torch.from_numpy(rng.integers(0, 64, (64, 5)))
+
+    def image_head(**dxmc):
+        heads, _ = train_heads(x, t, neighbors, neighbors, 3, epochs=2, batch_size=16, lr=1e-2, tau=0.5, alpha=5.0,
+                               device="cpu", seed=0, terms=("dis", "entropy"), **dxmc)
+        return heads["image_head"].state_dict()
+
+    plain, on_embedding, on_trunk = image_head(), image_head(instance_tau=0.05), image_head(instance_tau=0.05, instance_on="trunk")
+    assert all(torch.equal(plain[name], on_embedding[name]) for name in plain)
+    assert not all(torch.allclose(plain[name], on_trunk[name]) for name in plain if plain[name].is_floating_point())

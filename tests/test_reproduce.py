@@ -47,7 +47,7 @@ def test_main_table_over_two_seeds_with_figures(tmp_path, tiny_clip, image_folde
     out = tmp_path / "data" / "folder-shapes" / "tiny-clip" / "tables"
     with open(out / "main.csv", newline="") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"CLIP k-means", "TAC (no train)", "TAC", "DXMC", "CLIP zero-shot", "TAC (no train, class names)", "TAC (class names)"}
+    assert set(rows) == {"CLIP k-means", "TAC (no train)", "TAC", "DXMC", "DXMC (instance on trunk)", "CLIP zero-shot", "TAC (no train, class names)", "TAC (class names)"}
     assert all(r["seeds"] == "2" for r in rows.values())
     assert "±" in (out / "main.md").read_text() and "| TAC |" in result.stdout
     per_seed = json.loads((out / "main.csv.meta.json").read_text())["per_seed"]

@@ -18,6 +18,13 @@ class ClusterHead(nn.Module):
     def logits(self, x):
         return self.layers(x)
 
+    def trunk(self, x):
+        """The hidden layer (Linear, BatchNorm, ReLU) that DXMC's instance head may share."""
+        return self.layers[:3](x)
+
+    def from_trunk(self, hidden):
+        return torch.softmax(self.layers[3](hidden), dim=1)
+
     def forward(self, x):
         return torch.softmax(self.layers(x), dim=1)
 
@@ -34,7 +41,7 @@ class InstanceHead(nn.Module):
 
 
 def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *, epochs, batch_size, lr, tau,
-                alpha, device, seed, terms=ALL_TERMS, instance_tau=None, evaluate_epoch=None, progress=None):
+                alpha, device, seed, terms=ALL_TERMS, instance_tau=None, instance_on="embedding", evaluate_epoch=None, progress=None):
     """Train the image head f and the text head g by cross-modal mutual distillation.
 
     images/texts: N x D normalised train embeddings and counterparts (tensors on `device`);
@@ -43,7 +50,9 @@ def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *,
     shuffled and the last partial batch is dropped, as the authors; with fewer samples than one
     batch the whole set is one batch (the authors' code runs zero steps there and crashes).
     `terms` picks the loss terms (Table V ablations); `instance_tau` adds DXMC's instance heads and
-    their contrastive term. `evaluate_epoch(image_head, epoch)` runs after every epoch.
+    their contrastive term, read from the frozen embeddings (`instance_on="embedding"`, as DXMC is
+    described: the term then has no gradient path into the cluster heads, so the clusters are those
+    of Dis - alpha H alone) or from the cluster heads' hidden layer (`"trunk"`, so that it shapes them). `evaluate_epoch(image_head, epoch)` runs after every epoch.
     Returns the heads ({"image_head", "text_head", and "image_instance", "text_instance" for DXMC})
     and the per-epoch log.
     """
@@ -72,11 +81,13 @@ def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *,
             idx = order[step * batch_size:(step + 1) * batch_size]
             image_nb = image_neighbors[idx, image_pick[idx]]
             text_nb = text_neighbors[idx, text_pick[idx]]
-            p, q = image_head(images[idx]), text_head(texts[idx])
+            hidden_image, hidden_text = image_head.trunk(images[idx]), text_head.trunk(texts[idx])
+            p, q = image_head.from_trunk(hidden_image), text_head.from_trunk(hidden_text)
             p_nb, q_nb = image_head(images[image_nb]), text_head(texts[text_nb])
             instance = None
             if instance_tau is not None:
-                instance = (heads["image_instance"](images[idx]), heads["text_instance"](texts[idx]), instance_tau)
+                inputs = (hidden_image, hidden_text) if instance_on == "trunk" else (images[idx], texts[idx])
+                instance = (heads["image_instance"](inputs[0]), heads["text_instance"](inputs[1]), instance_tau)
             loss, values = tac_loss(p, q, p_nb, q_nb, tau=tau, alpha=alpha, terms=terms, instance=instance)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -14,13 +14,14 @@ SPLITS = ("train", "test")
 
 
 def head_prefix(args):
-    """Output prefix of train_head.py: head, dxmc_head, or with the loss terms when they differ."""
+    """Output prefix of train_head.py: head, dxmc_head (dxmc_trunk_head), with the loss terms when they differ."""
     from utils.losses import ALL_TERMS
 
     dxmc = args.variant == "dxmc"
     default_terms = ("dis", "entropy") if dxmc else ALL_TERMS
     terms = tuple(t for t in ALL_TERMS if t in (args.loss_terms or default_terms))
-    return args.out_prefix or ("dxmc_head" if dxmc else "head") + ("" if terms == default_terms else "_" + "+".join(terms)), terms
+    base = ("dxmc_trunk_head" if args.instance_on == "trunk" else "dxmc_head") if dxmc else "head"
+    return args.out_prefix or base + ("" if terms == default_terms else "_" + "+".join(terms)), terms
 
 
 def stage_outputs(script, args):
