@@ -67,4 +67,4 @@ def tac_loss(p, q, p_neighbors, q_neighbors, tau=0.5, alpha=5.0, terms=ALL_TERMS
     if "entropy" in terms:
         parts["entropy"] = batch_entropy(p) + batch_entropy(q)
         total = total - alpha * parts["entropy"]
-    return total, {name: float(value) for name, value in parts.items()}
+    return total, {name: float(value.detach()) for name, value in parts.items()}
