@@ -23,7 +23,15 @@ import torch
 from utils.clustering import l2_normalize
 from utils.config import base_parser, start_stage
 from utils.io import StageError, read_csv_column, read_sidecar, run_main
-from utils.naming import centroid_confidence, head_confidence, most_confident, name_agreement, noun_mass, rank_names
+from utils.naming import (
+    centroid_confidence,
+    head_confidence,
+    majority_classes,
+    most_confident,
+    name_agreement,
+    noun_mass,
+    rank_names,
+)
 
 KMEANS_SOURCES = ("concat_kmeans", "image_kmeans")
 
@@ -53,14 +61,11 @@ def load_clusters(run, args, folder, images):
             texts = run.load_embedding(os.path.join(folder, "retrieved_text_test.npy"), "retrieve_text.py", rows=("image_embedding_test.npy", len(images)))
             features = np.concatenate([features, l2_normalize(texts)], axis=1)
         return preds, k, centroid_confidence(features, preds, k)
-    from utils.heads import ClusterHead
+    from utils.heads import load_head
 
     checkpoint_path = os.path.join(folder, f"{args.source}.pt")
     run.check_input(checkpoint_path, producer)
-    checkpoint = torch.load(checkpoint_path)
-    head = ClusterHead(checkpoint["config"]["width"], checkpoint["config"]["num_clusters"])
-    head.load_state_dict(checkpoint["image_head"])
-    return preds, k, head_confidence(head, torch.from_numpy(l2_normalize(images)), preds)
+    return preds, k, head_confidence(load_head(checkpoint_path), torch.from_numpy(l2_normalize(images)), preds)
 
 
 def test_split(args, folder):
@@ -115,14 +120,14 @@ def main():
                  [[int(index[i]), paths[index[i]] if paths else "", int(preds[i]), top_name[preds[i]], f"{confidence[i]:.4f}",
                    class_names[labels[i]] if class_names else ""] for i in range(len(preds))], extra)
 
-    report = write_report(run, args, folder, dataset, index, preds, confidence, ranked, sizes, labels, class_names)
+    report = write_report(run, args, folder, dataset, index, preds, confidence, ranked, top_name, sizes, labels, class_names)
     print(f"{k} clusters from {args.source}_preds.npy named -> {os.path.join(folder, 'cluster_names.csv')}, assignments.csv")
     for c in np.argsort(-sizes, kind="stable")[:10]:
         print(f"  cluster {c:3d} ({sizes[c]:5d} images): {', '.join(w for w, _ in ranked[c])}")
     print(f"report: {report}")
 
 
-def write_report(run, args, folder, dataset, index, preds, confidence, ranked, sizes, labels, class_names):
+def write_report(run, args, folder, dataset, index, preds, confidence, ranked, top_name, sizes, labels, class_names):
     from utils.figures import cluster_montage, plt
 
     out = os.path.join(folder, "report")
@@ -136,7 +141,7 @@ def write_report(run, args, folder, dataset, index, preds, confidence, ranked, s
         from utils.wordnet import open_wordnet, wordnet_available
 
         if wordnet_available():
-            match = name_agreement(open_wordnet(), [r[0][0] for r in ranked], preds, labels, class_names)
+            match = name_agreement(open_wordnet(), top_name, preds, labels, class_names)
             run.save_json(os.path.join(out, "name_match.json"), match)
             lines += [f"Top name vs the cluster's majority class: {match['top_name_is_class_or_synonym_or_hypernym']} of "
                       f"{match['clusters']} clusters name it, a WordNet synonym or a hypernym at most 3 steps above "
@@ -146,6 +151,7 @@ def write_report(run, args, folder, dataset, index, preds, confidence, ranked, s
             print("note: WordNet is not installed (apt-get install wordnet-base wordnet-sense-index): names are not checked against the classes")
     lines += ["| cluster | images | names (mass) | montage |", "|---|---|---|---|"]
     sections = []
+    majority = majority_classes(preds, labels, len(sizes)) if class_names is not None else None
     for c in np.argsort(-sizes, kind="stable"):
         if sizes[c] == 0:
             continue
@@ -153,15 +159,14 @@ def write_report(run, args, folder, dataset, index, preds, confidence, ranked, s
         picture = f"cluster_{c:03d}.png"
         if dataset is not None:
             shown = [dataset[int(index[i])][0] for i in most_confident(preds, confidence, c, args.montage)]
-            figure = cluster_montage(shown, f"cluster {c}: {ranked[c][0][0]} ({sizes[c]} images)")
+            figure = cluster_montage(shown, f"cluster {c}: {top_name[c]} ({sizes[c]} images)")
             run.save_figure(os.path.join(out, picture), figure)
             plt.close(figure)
         lines.append(f"| [{c}](#cluster-{c}) | {sizes[c]} | {names} | " + (f"[{picture}]({picture}) |" if dataset is not None else "— |"))
-        majority = ""
-        if class_names is not None:
-            counts = np.bincount(labels[preds == c], minlength=len(class_names))
-            majority = f" Most of its images are {class_names[counts.argmax()]} ({100 * counts.max() / sizes[c]:.0f}%)."
-        sections += [f"## Cluster {c}", "", f"{sizes[c]} images. Names: {names}.{majority}", ""]
+        share = ""
+        if majority is not None:
+            share = f" Most of its images are {class_names[majority[c]]} ({100 * np.mean(labels[preds == c] == majority[c]):.0f}%)."
+        sections += [f"## Cluster {c}", "", f"{sizes[c]} images. Names: {names}.{share}", ""]
         sections += [f"![cluster {c}]({picture})", ""] if dataset is not None else []
     path = run.save_text(os.path.join(out, "index.md"), "\n".join(lines + [""] + sections) + "\n", {"source": args.source})
     if match is not None:

@@ -30,14 +30,10 @@ def head_tsne(run, folder, out, prefix, max_points=3000, seed=0):
     from sklearn.manifold import TSNE
 
     from utils.clustering import l2_normalize
-    from utils.heads import ClusterHead
+    from utils.heads import load_head
 
     run.check_input(os.path.join(folder, f"{prefix}.pt"), "train_head.py")
-    checkpoint = torch.load(os.path.join(folder, f"{prefix}.pt"))
-    config = checkpoint["config"]
-    head = ClusterHead(config["width"], config["num_clusters"])
-    head.load_state_dict(checkpoint["image_head"])
-    head.eval()
+    head = load_head(os.path.join(folder, f"{prefix}.pt"))
     images = l2_normalize(run.load_embedding(os.path.join(folder, "image_embedding_test.npy"), "image_embedding.py"))
     pick = np.sort(np.random.default_rng(seed).choice(len(images), min(max_points, len(images)), replace=False))
     with torch.no_grad():

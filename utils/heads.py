@@ -52,7 +52,8 @@ def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *,
     `terms` picks the loss terms (Table V ablations); `instance_tau` adds DXMC's instance heads and
     their contrastive term, read from the frozen embeddings (`instance_on="embedding"`, as DXMC is
     described: the term then has no gradient path into the cluster heads, so the clusters are those
-    of Dis - alpha H alone) or from the cluster heads' hidden layer (`"trunk"`, so that it shapes them). `evaluate_epoch(image_head, epoch)` runs after every epoch.
+    of Dis - alpha H alone) or from the cluster heads' hidden layer (`"trunk"`, so that it shapes
+    them). `evaluate_epoch(image_head, epoch)` runs after every epoch.
     Returns the heads ({"image_head", "text_head", and "image_instance", "text_instance" for DXMC})
     and the per-epoch log.
     """
@@ -105,6 +106,19 @@ def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *,
 
 
 @torch.no_grad()
-def predict(head, x, batch_size=65536):
+def predict_proba(head, x, batch_size=65536):
+    """Cluster probabilities (N x K numpy), in eval mode, batch by batch."""
     head.eval()
-    return torch.cat([head(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]).cpu().numpy()
+    return torch.cat([head(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).cpu().numpy()
+
+
+def predict(head, x, batch_size=65536):
+    return predict_proba(head, x, batch_size).argmax(1)
+
+
+def load_head(path, name="image_head"):
+    """One cluster head from a train_head.py checkpoint, ready for inference."""
+    checkpoint = torch.load(path)
+    head = ClusterHead(checkpoint["config"]["width"], checkpoint["config"]["num_clusters"])
+    head.load_state_dict(checkpoint[name])
+    return head.eval()

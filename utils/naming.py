@@ -34,12 +34,11 @@ def rank_names(mass, words, top):
     return ranked
 
 
-def head_confidence(head, features, preds, batch_size=65536):
+def head_confidence(head, features, preds):
     """The cluster head's probability of the cluster it assigned each image to."""
-    head.eval()
-    with torch.no_grad():
-        probs = torch.cat([head(features[i:i + batch_size]) for i in range(0, len(features), batch_size)]).cpu().numpy()
-    return probs[np.arange(len(preds)), preds]
+    from utils.heads import predict_proba
+
+    return predict_proba(head, features)[np.arange(len(preds)), preds]
 
 
 def centroid_confidence(features, preds, num_clusters):
@@ -70,24 +69,17 @@ def name_agreement(reader, top_names, preds, labels, class_names):
     hypernym close above it (and, reported apart, a hyponym: a kind of the class), by cluster and by image."""
     from utils.wordnet import name_relation
 
+    names_it = ("same", "hypernym")
+    # one WordNet lookup per (cluster, class) pair that occurs
+    relation_of = {(c, y): name_relation(reader, top_names[c], class_names[y]) for c, y in set(zip(preds.tolist(), labels.tolist()))}
     majority = majority_classes(preds, labels, len(top_names))
-    clusters = []
-    for c, name in enumerate(top_names):
-        if majority[c] < 0:
-            continue
-        relation = name_relation(reader, name, class_names[majority[c]])
-        clusters.append({"cluster": c, "name": name, "class": class_names[majority[c]], "relation": relation,
-                         "images": int((preds == c).sum())})
-    names_class = lambda r: r["relation"] in ("same", "hypernym")  # noqa: E731
+    clusters = [{"cluster": c, "name": name, "class": class_names[majority[c]], "relation": relation_of[c, int(majority[c])],
+                 "images": int((preds == c).sum())} for c, name in enumerate(top_names) if majority[c] >= 0]
     # by image: does the top name of the image's cluster name the image's own class?
-    relation_of = {}
-    for c, name in enumerate(top_names):
-        for label in np.unique(labels[preds == c]):
-            relation_of[c, label] = name_relation(reader, name, class_names[label])
-    by_image = np.array([relation_of[c, y] in ("same", "hypernym") for c, y in zip(preds, labels)])
+    by_image = np.array([relation_of[c, y] in names_it for c, y in zip(preds.tolist(), labels.tolist())])
     return {
         "clusters": len(clusters),
-        "top_name_is_class_or_synonym_or_hypernym": sum(names_class(r) for r in clusters),
+        "top_name_is_class_or_synonym_or_hypernym": sum(r["relation"] in names_it for r in clusters),
         "same": sum(r["relation"] == "same" for r in clusters),
         "hypernym": sum(r["relation"] == "hypernym" for r in clusters),
         "hyponym": sum(r["relation"] == "hyponym" for r in clusters),

@@ -1,6 +1,7 @@
 """WordNet 3.0 through NLTK's reader over Debian's database (apt-get install wordnet-base
 wordnet-sense-index), with no download: the vocabulary's builder, clustering by a criterion
 (the nouns under the criterion's synsets) and checking cluster names against class names."""
+import atexit
 import functools
 import os
 import shutil
@@ -39,8 +40,6 @@ def open_wordnet(wordnet_dir=WORDNET_DIR):
     except ImportError as error:
         raise StageError("NLTK is missing: pip install nltk") from error
     corpora = tempfile.mkdtemp(prefix="wordnet-")
-    import atexit
-
     atexit.register(shutil.rmtree, corpora, True)
     wordnet = os.path.join(corpora, "corpora", "wordnet")  # NLTK reads only under its data path
     os.makedirs(wordnet)
