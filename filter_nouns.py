@@ -1,6 +1,8 @@
 """Stage 3: pick the nouns that describe the images (reverse classification).
 
-Spherical k-means splits the train images into k semantic centers; every noun is classified to
+Spherical k-means splits the train images into k semantic centers (--kmeans-seed, default
+faiss's 1234, the authors' one draw; --centers picks another clustering, the paper's Table IV);
+every noun is classified to
 its most likely center (softmax of cosine similarity over the centers) and each center keeps its
 gamma most confident nouns. Writes kept_nouns.npy (row indices into nouns.csv, center by center,
 best first), kept_nouns.csv (center, word, probability) and semantic_centers.npy.
@@ -8,11 +10,9 @@ best first), kept_nouns.csv (center, word, probability) and semantic_centers.npy
 --criterion restricts the nouns that may be kept to those WordNet files under a criterion, so the
 counterparts, and with them the clusters, follow that criterion (IC|TC's idea, without an LLM).
 """
-import os
-
 import numpy as np
 
-from utils.clustering import member_centers, spherical_kmeans
+from utils.clustering import CENTER_METHODS, image_clusters, member_centers
 from utils.config import (
     add_kmeans_args,
     add_num_clusters,
@@ -22,15 +22,18 @@ from utils.config import (
     num_clusters,
     start_stage,
 )
-from utils.io import StageError, read_csv_column, run_main
-from utils.text_space import reverse_classify, top_nouns_per_center
+from utils.errors import StageError, add_number, parse_args, run_main
+from utils.text_space import read_csv_column, reverse_classify, top_nouns_per_center
 
 
 def build_parser():
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, runs=True)
     add_num_clusters(parser)
-    parser.add_argument("--k", type=int, default=None, help="semantic centers (default: the authors' value on a paper dataset, else Eq. 2)")
-    parser.add_argument("--gamma", type=int, default=5, help="nouns kept per center")
+    add_number(parser, "--k", int, None, low=1, help="semantic centers (default: the authors' value on a paper dataset, else Eq. 2)")
+    add_number(parser, "--gamma", int, 5, low=1, help="nouns kept per center")
+    parser.add_argument("--centers", choices=list(CENTER_METHODS), default="kmeans",
+                        help="how the train images are split into the k semantic centers (Table IV): the paper's spherical k-means, "
+                             "or scikit-learn's agglomerative, spectral or DBSCAN (its eps tuned to give k clusters)")
     parser.add_argument("--text-space", choices=["filtered", "all", "random"], default="filtered",
                         help="Table IV variants: the paper's filtering, every noun (no filtering), or as many random nouns as filtering keeps")
     parser.add_argument("--criterion", default=None,
@@ -53,28 +56,25 @@ def criterion_nouns(words, criterion):
 
 
 def main():
-    args = build_parser().parse_args()
+    args = parse_args(build_parser())
     run, device = start_stage(__file__, args)
-    folder, vocab = run.folder, run.nouns_folder
 
-    images = run.load_embedding(os.path.join(folder, "image_embedding_train.npy"), "image_embedding.py")
-    nouns_csv = os.path.join(vocab, "nouns.csv")
-    run.check_input(nouns_csv, "text_embedding.py")
+    images = run.load_embedding(run.path("image_embedding", split="train"))
+    nouns_csv = run.path("nouns")
+    run.check_input(nouns_csv)
     words = read_csv_column(nouns_csv, "word")
-    nouns = run.load_embedding(os.path.join(vocab, "noun_embedding.npy"), "text_embedding.py", rows=("nouns.csv", len(words)))
+    nouns = run.load_embedding(run.path("noun_embedding"), rows=("nouns.csv", len(words)))
     if nouns.shape[1] != images.shape[1]:
         raise StageError(f"noun embeddings are {nouns.shape[1]}-d but image embeddings are {images.shape[1]}-d: make both with the same --backbone")
-    if args.gamma < 1:
-        raise StageError(f"--gamma must be at least 1, got {args.gamma}")
     if args.k is not None:
         k, why = args.k, "--k"
     else:  # Eq. 2 needs K: from --num-clusters or the train labels
-        labels = run.load_labels(os.path.join(folder, "labels_train.npy"), len(images), required=args.num_clusters is None)
+        labels = run.load_labels(run.path("labels", split="train"), len(images), required=args.num_clusters is None)
         k, why = default_num_centers(args.dataset, len(images), num_clusters(args, labels))
     print(f"k = {k} semantic centers ({why}); {len(images)} train images, {len(words)} nouns, gamma = {args.gamma}")
 
-    assignments, faiss_centroids = spherical_kmeans(images, k, device=device, **kmeans_settings(args))
-    centers, sizes = member_centers(images, assignments, k, fallback=faiss_centroids)
+    assignments, fallback, clustering = image_clusters(images, k, args.centers, args.kmeans_seed, kmeans_settings(args), device=device)
+    centers, sizes = member_centers(images, assignments, k, fallback=fallback)
     candidates = criterion_nouns(words, args.criterion) if args.criterion else np.arange(len(words))
     noun_center, confidence = reverse_classify(nouns[candidates], centers)
     chosen, kept_center = top_nouns_per_center(noun_center, confidence, k, args.gamma)
@@ -88,13 +88,14 @@ def main():
         raise StageError("no noun was kept; the vocabulary is empty or unusable")
     extra = {"k": k, "k_source": why, "gamma": args.gamma, "text_space": args.text_space, "criterion": args.criterion,
              "candidate_nouns": int(candidates.size), "empty_centers": int((sizes == 0).sum()),
-             "centers_without_nouns": int(k - np.unique(kept_center).size), "kmeans": kmeans_settings(args)}
-    run.save_array(os.path.join(folder, "semantic_centers.npy"), centers.astype(np.float32), extra)
-    run.save_array(os.path.join(folder, "kept_nouns.npy"), kept.astype(np.int64), extra)
+             "centers_without_nouns": int(k - np.unique(kept_center).size), "kmeans": kmeans_settings(args),
+             "centers": clustering}
+    run.save_array(run.path("semantic_centers"), centers.astype(np.float32), extra)
+    run.save_array(run.path("kept_nouns"), kept.astype(np.int64), extra)
     rows = [[int(c), words[i], f"{confidence[j]:.6f}"] for i, j, c in zip(kept, chosen, kept_center)]
-    run.save_csv(os.path.join(folder, "kept_nouns.csv"), ["center", "word", "probability"], rows, extra)
+    run.save_csv(run.path("kept_nouns_csv"), ["center", "word", "probability"], rows, extra)
     print(f"kept {kept.size} nouns from {np.unique(kept_center).size} of {k} centers "
-          f"({extra['centers_without_nouns']} centers got no noun, {extra['empty_centers']} had no image) -> {folder}")
+          f"({extra['centers_without_nouns']} centers got no noun, {extra['empty_centers']} had no image) -> {run.layout.run}")
     print("first kept:", ", ".join(words[i] for i in kept[:8]))
 
 

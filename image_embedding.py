@@ -15,28 +15,29 @@ from torch.utils.data import Subset
 from utils.backbones import embed_images, load_backbone
 from utils.config import base_parser, start_stage
 from utils.datasets import build_transform, class_names, load_split
-from utils.io import run_main
+from utils.errors import add_number, parse_args, run_main
+from utils.paths import SPLITS
 
 
 def build_parser():
     parser = base_parser(__doc__)
     parser.add_argument("--root", default=None, help="where the dataset lives or is downloaded to (default: <data-dir>/datasets)")
-    parser.add_argument("--train-subset", type=int, default=0, help="embed only a seeded random subset of this many train images (0: all)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 0 on the CPU, 8 on a GPU)")
+    add_number(parser, "--train-subset", int, 0, low=0, help="embed only a seeded random subset of this many train images (0: all)")
+    add_number(parser, "--batch-size", int, 256, low=1)
+    add_number(parser, "--workers", int, None, low=0, help="data-loading processes (default: 0 on the CPU, 8 on a GPU)")
     return parser
 
 
 def main():
-    args = build_parser().parse_args()
+    args = parse_args(build_parser())
     run, device = start_stage(__file__, args)
-    out = run.folder
+    out = run.layout.dataset
     root = args.root or os.path.join(args.data_dir, "datasets")
     workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
 
-    backbone = load_backbone(args.backbone, device, cache_dir=os.path.join(args.data_dir, "backbones"))
+    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones)
     transform = build_transform(args.dataset, backbone)
-    for split in ("train", "test"):
+    for split in SPLITS:
         dataset = load_split(args.dataset, split, root, transform)
         index = np.arange(len(dataset))
         if split == "train" and 0 < args.train_subset < len(dataset):
@@ -45,12 +46,12 @@ def main():
             print(f"train: a seeded subset of {len(index)} images (--train-subset, seed {args.seed})")
         with torch.inference_mode():
             features, labels = embed_images(backbone, dataset, args.batch_size, workers, desc=f"{split} images")
-        run.save_array(os.path.join(out, f"image_embedding_{split}.npy"), features)
-        run.save_array(os.path.join(out, f"labels_{split}.npy"), labels)
-        run.save_array(os.path.join(out, f"image_index_{split}.npy"), index.astype(np.int64))
+        run.save_array(run.path("image_embedding", split=split), features)
+        run.save_array(run.path("labels", split=split), labels)
+        run.save_array(run.path("image_index", split=split), index.astype(np.int64))
         names = class_names(args.dataset, dataset)
         if split == "test" and names:  # for the baselines that use class names (zero-shot, TAC with class names)
-            run.save_csv(os.path.join(out, "class_names.csv"), ["label", "name"], list(enumerate(names)))
+            run.save_csv(run.path("class_names"), ["label", "name"], list(enumerate(names)))
         print(f"{split}: {features.shape[0]} images x {features.shape[1]} dims -> {out}")
 
 

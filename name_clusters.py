@@ -5,7 +5,7 @@ A cluster's names are the kept nouns ranked by their assignment mass: the mean, 
 cluster's test images, of each noun's soft-retrieval weight softmax(cos(image, noun) / tau), the
 same weights that build the text counterparts. Deterministic for given predictions.
 
-Writes, under data/<ds>/<bb>/:
+Writes, under data/<ds>/<bb>/ (or its runs/RUN/ with --run):
   cluster_names.csv   cluster, images, rank, name, mass (the top --top names of every cluster)
   assignments.csv     index (row in the test split), path (for folder:<path>), cluster, name,
                       confidence (head: its probability; k-means: cosine to the cluster's mean), label
@@ -22,7 +22,7 @@ import torch
 
 from utils.clustering import l2_normalize
 from utils.config import base_parser, start_stage
-from utils.io import StageError, read_csv_column, read_sidecar, run_main
+from utils.errors import StageError, add_number, parse_args, run_main
 from utils.naming import (
     centroid_confidence,
     head_confidence,
@@ -32,105 +32,117 @@ from utils.naming import (
     noun_mass,
     rank_names,
 )
+from utils.provenance import read_sidecar
+from utils.text_space import RETRIEVAL_TAU, read_csv_column
 
 KMEANS_SOURCES = ("concat_kmeans", "image_kmeans")
 
 
 def build_parser():
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, runs=True)
     parser.add_argument("--from", dest="source", default="head",
                         help="whose clusters: head (train_head.py), concat_kmeans or image_kmeans (concat_kmeans.py), or another head prefix (dxmc_head)")
-    parser.add_argument("--top", type=int, default=5, help="names kept per cluster")
-    parser.add_argument("--tau", type=float, default=0.005, help="temperature of the noun weights (the retrieval's)")
-    parser.add_argument("--montage", type=int, default=16, help="images per cluster montage")
+    add_number(parser, "--top", int, 5, low=1, help="names kept per cluster")
+    add_number(parser, "--tau", float, None, low=0, low_open=True,
+               help="temperature of the noun weights (default: the one retrieve_text.py used, from its sidecar)")
+    add_number(parser, "--montage", int, 16, low=1, help="images per cluster montage")
     parser.add_argument("--root", default=None, help="where the dataset lives (default: what image_embedding.py used)")
     return parser
 
 
-def load_clusters(run, args, folder, images):
+def load_clusters(run, args, images):
     """Predictions, K, and each image's confidence in its cluster."""
-    producer = "concat_kmeans.py" if args.source in KMEANS_SOURCES else "train_head.py"
-    preds_path = os.path.join(folder, f"{args.source}_preds.npy")
-    preds = run.load_array(preds_path, producer).astype(np.int64)
+    kmeans = args.source in KMEANS_SOURCES
+    preds_path = run.path("kmeans_preds", method=args.source) if kmeans else run.path("head_preds", prefix=args.source)
+    producer = run.layout.producer(preds_path)
+    preds = run.load_array(preds_path).astype(np.int64)
     if preds.shape != (len(images),):
         raise StageError(f"{preds_path} has {preds.shape[0] if preds.ndim else 0} predictions for {len(images)} test images: re-run {producer}")
     k = int((read_sidecar(preds_path) or {}).get("num_clusters", preds.max() + 1))
-    if args.source in KMEANS_SOURCES:
+    if kmeans:
         features = l2_normalize(images)
         if args.source == "concat_kmeans":
-            texts = run.load_embedding(os.path.join(folder, "retrieved_text_test.npy"), "retrieve_text.py", rows=("image_embedding_test.npy", len(images)))
+            texts = run.load_embedding(run.path("retrieved_text", split="test"), rows=("image_embedding_test.npy", len(images)))
             features = np.concatenate([features, l2_normalize(texts)], axis=1)
         return preds, k, centroid_confidence(features, preds, k)
     from utils.heads import load_head
 
-    checkpoint_path = os.path.join(folder, f"{args.source}.pt")
-    run.check_input(checkpoint_path, producer)
+    checkpoint_path = run.path("head", prefix=args.source)
+    run.check_input(checkpoint_path)
     return preds, k, head_confidence(load_head(checkpoint_path), torch.from_numpy(l2_normalize(images)), preds)
 
 
-def test_split(args, folder):
+def retrieval_tau(run, args):
+    """--tau, else the temperature recorded with the counterparts, else the paper's."""
+    if args.tau is not None:
+        return args.tau
+    recorded = (read_sidecar(run.path("retrieved_text", split="test")) or {}).get("tau")
+    if recorded is None:
+        print(f"note: no retrieval temperature recorded (retrieved_text_test.npy has no sidecar): using the paper's {RETRIEVAL_TAU}")
+    return recorded if recorded is not None else RETRIEVAL_TAU
+
+
+def test_split(args, run):
     """The test images (PIL, for montages) and their file paths where the dataset has files."""
     from utils.datasets import ImageFiles, load_split
 
-    recorded = (read_sidecar(os.path.join(folder, "image_embedding_test.npy")) or {}).get("args", {})
+    recorded = (read_sidecar(run.path("image_embedding", split="test")) or {}).get("args", {})
     root = args.root or recorded.get("root") or os.path.join(args.data_dir, "datasets")
     dataset = load_split(args.dataset, "test", root)
     return dataset, (dataset.paths if isinstance(dataset, ImageFiles) else None)
 
 
 def main():
-    args = build_parser().parse_args()
-    if args.top < 1 or args.montage < 1:
-        raise StageError("--top and --montage must be at least 1")
+    args = parse_args(build_parser())
     run, device = start_stage(__file__, args)
-    folder, vocab = run.folder, run.nouns_folder
 
-    images = run.load_embedding(os.path.join(folder, "image_embedding_test.npy"), "image_embedding.py")
-    preds, k, confidence = load_clusters(run, args, folder, images)
-    labels = run.load_labels(os.path.join(folder, "labels_test.npy"), len(images), required=False)
-    index_path = os.path.join(folder, "image_index_test.npy")
+    images = run.load_embedding(run.path("image_embedding", split="test"))
+    preds, k, confidence = load_clusters(run, args, images)
+    labels = run.load_labels(run.path("labels", split="test"), len(images), required=False)
+    index_path = run.path("image_index", split="test")
     # embeddings placed by hand have no index: rows are then the images' own order
-    index = run.load_array(index_path, "image_embedding.py") if os.path.exists(index_path) else np.arange(len(images))
-    words = read_csv_column(os.path.join(vocab, "nouns.csv"), "word")
-    nouns = run.load_embedding(os.path.join(vocab, "noun_embedding.npy"), "text_embedding.py", rows=("nouns.csv", len(words)))
-    kept = run.load_array(os.path.join(folder, "kept_nouns.npy"), "filter_nouns.py")
+    index = run.load_array(index_path) if os.path.exists(index_path) else np.arange(len(images))
+    words = read_csv_column(run.path("nouns"), "word")
+    nouns = run.load_embedding(run.path("noun_embedding"), rows=("nouns.csv", len(words)))
+    kept = run.load_array(run.path("kept_nouns"))
     if kept.size == 0 or kept.min() < 0 or kept.max() >= len(words):
         raise StageError(f"kept_nouns.npy does not index nouns.csv ({len(words)} rows): re-run filter_nouns.py")
+    tau = retrieval_tau(run, args)
 
-    mass = noun_mass(images, nouns[kept], preds, k, args.tau, device)
+    mass = noun_mass(images, nouns[kept], preds, k, tau, device)
     ranked = rank_names(mass, [words[i] for i in kept], args.top)
     sizes = np.bincount(preds, minlength=k)
     top_name = [names[0][0] for names in ranked]
     class_names = None
-    if (labels >= 0).all() and os.path.exists(os.path.join(folder, "class_names.csv")):
-        run.check_input(os.path.join(folder, "class_names.csv"), "image_embedding.py")
-        class_names = read_csv_column(os.path.join(folder, "class_names.csv"), "name")
+    if (labels >= 0).all() and os.path.exists(run.path("class_names")):
+        run.check_input(run.path("class_names"))
+        class_names = read_csv_column(run.path("class_names"), "name")
 
     try:
-        dataset, paths = test_split(args, folder)
+        dataset, paths = test_split(args, run)
     except StageError as error:  # e.g. embeddings placed by hand: names and assignments, no montages
         print(f"note: no montages, the images cannot be read ({error})")
         dataset, paths = None, None
     if dataset is not None and len(dataset) <= index.max():
         raise StageError(f"the test split has {len(dataset)} images but image_index_test.npy goes to {index.max()}: re-run image_embedding.py")
-    extra = {"source": args.source, "num_clusters": k, "tau": args.tau}
-    run.save_csv(os.path.join(folder, "cluster_names.csv"), ["cluster", "images", "rank", "name", "mass"],
+    extra = {"source": args.source, "num_clusters": k, "tau": tau}
+    run.save_csv(run.path("cluster_names"), ["cluster", "images", "rank", "name", "mass"],
                  [[c, int(sizes[c]), r + 1, w, f"{m:.6f}"] for c in range(k) for r, (w, m) in enumerate(ranked[c])], extra)
-    run.save_csv(os.path.join(folder, "assignments.csv"), ["index", "path", "cluster", "name", "confidence", "label"],
+    run.save_csv(run.path("assignments"), ["index", "path", "cluster", "name", "confidence", "label"],
                  [[int(index[i]), paths[index[i]] if paths else "", int(preds[i]), top_name[preds[i]], f"{confidence[i]:.4f}",
                    class_names[labels[i]] if class_names else ""] for i in range(len(preds))], extra)
 
-    report = write_report(run, args, folder, dataset, index, preds, confidence, ranked, top_name, sizes, labels, class_names)
-    print(f"{k} clusters from {args.source}_preds.npy named -> {os.path.join(folder, 'cluster_names.csv')}, assignments.csv")
+    report = write_report(run, args, dataset, index, preds, confidence, ranked, top_name, sizes, labels, class_names)
+    print(f"{k} clusters from {args.source}_preds.npy named -> {run.path('cluster_names')}, assignments.csv")
     for c in np.argsort(-sizes, kind="stable")[:10]:
         print(f"  cluster {c:3d} ({sizes[c]:5d} images): {', '.join(w for w, _ in ranked[c])}")
     print(f"report: {report}")
 
 
-def write_report(run, args, folder, dataset, index, preds, confidence, ranked, top_name, sizes, labels, class_names):
+def write_report(run, args, dataset, index, preds, confidence, ranked, top_name, sizes, labels, class_names):
     from utils.figures import cluster_montage, plt
 
-    out = os.path.join(folder, "report")
+    out = os.path.dirname(run.path("report"))
     for old in glob.glob(os.path.join(out, "cluster_*.png*")):  # montages of an earlier run with other clusters
         os.remove(old)
     lines = [f"# Clusters of {args.dataset} ({args.backbone}, from {args.source}_preds.npy, seed {args.seed})", "",
@@ -142,7 +154,7 @@ def write_report(run, args, folder, dataset, index, preds, confidence, ranked, t
 
         if wordnet_available():
             match = name_agreement(open_wordnet(), top_name, preds, labels, class_names)
-            run.save_json(os.path.join(out, "name_match.json"), match)
+            run.save_json(run.path("name_match"), match)
             lines += [f"Top name vs the cluster's majority class: {match['top_name_is_class_or_synonym_or_hypernym']} of "
                       f"{match['clusters']} clusters name it, a WordNet synonym or a hypernym at most 3 steps above "
                       f"({match['same']} same, {match['hypernym']} hypernym; {match['hyponym']} more a kind of it); "
@@ -156,11 +168,11 @@ def write_report(run, args, folder, dataset, index, preds, confidence, ranked, t
         if sizes[c] == 0:
             continue
         names = ", ".join(f"{w} ({m:.2f})" for w, m in ranked[c])
-        picture = f"cluster_{c:03d}.png"
+        picture = os.path.basename(run.path("montage", cluster=c))
         if dataset is not None:
             shown = [dataset[int(index[i])][0] for i in most_confident(preds, confidence, c, args.montage)]
             figure = cluster_montage(shown, f"cluster {c}: {top_name[c]} ({sizes[c]} images)")
-            run.save_figure(os.path.join(out, picture), figure)
+            run.save_figure(run.path("montage", cluster=c), figure)
             plt.close(figure)
         lines.append(f"| [{c}](#cluster-{c}) | {sizes[c]} | {names} | " + (f"[{picture}]({picture}) |" if dataset is not None else "— |"))
         share = ""
@@ -168,7 +180,7 @@ def write_report(run, args, folder, dataset, index, preds, confidence, ranked, t
             share = f" Most of its images are {class_names[majority[c]]} ({100 * np.mean(labels[preds == c] == majority[c]):.0f}%)."
         sections += [f"## Cluster {c}", "", f"{sizes[c]} images. Names: {names}.{share}", ""]
         sections += [f"![cluster {c}]({picture})", ""] if dataset is not None else []
-    path = run.save_text(os.path.join(out, "index.md"), "\n".join(lines + [""] + sections) + "\n", {"source": args.source})
+    path = run.save_text(run.path("report"), "\n".join(lines + [""] + sections) + "\n", {"source": args.source})
     if match is not None:
         print(f"top name names the majority class in {match['top_name_is_class_or_synonym_or_hypernym']} of {match['clusters']} clusters "
               f"({match['same']} same/synonym, {match['hypernym']} hypernym, {match['hyponym']} hyponym apart); "

@@ -1,38 +1,47 @@
-"""Reproduce the paper's tables and sweeps: one command each, every stochastic stage repeated over
---seeds (default 5, as the paper), ours as mean +- std beside the published numbers
-(data/published_results.csv) for the same dataset and backbone. Valid stage outputs are reused.
+"""Reproduce the paper's tables and sweeps: one command each, head training repeated over --seeds
+(default 5, as the paper), ours as mean +- std beside the published numbers
+(data/published_results.csv) for the same dataset and backbone.
+
+The default is the authors' protocol: stages 3 and 5 use their one k-means draw (faiss's seed
+1234) for every seed, so the std holds the head training's variance only, as the paper's five runs;
+--resample-kmeans redraws the k-means per seed as well. Every (variant, seed) runs in its own
+folder, data/<ds>/<bb>/runs/<run>/: nothing is overwritten, a re-run recomputes nothing that is up
+to date, and tables share the runs they have in common (e.g. the default run of `main` and `losses`).
 
     python reproduce.py main        Tables II/III/VI: CLIP k-means, TAC (no train), TAC, DXMC,
                                     CLIP zero-shot and TAC with class names; t-SNE and ACC-curve figures
-    python reproduce.py text-space  Table IV: filtered nouns against all nouns and random nouns
+    python reproduce.py text-space  Table IV: semantic centers by k-means, agglomerative, spectral and
+                                    DBSCAN clustering, all nouns (no filtering), and random nouns
     python reproduce.py losses      Table V: every combination of the loss terms
     python reproduce.py sweep-k | sweep-gamma | sweep-tau --values ...   Fig. 5, with a plot
 
-Writes data/<ds>/<bb>/tables/<command>.{md,csv} (and .png figures) and prints where.
+Writes data/<ds>/<bb>/tables/<command>.{md,csv} (and .png figures), each naming the runs it was
+built from, and prints where.
 """
 import argparse
 import csv
 import itertools
-import os
 
 from utils.backbones import backbone_tag
-from utils.io import StageRun, run_main, stage_dir
+from utils.errors import add_number, parse_args, run_main
 from utils.losses import ALL_TERMS
-from utils.metrics import stack_metrics
+from utils.metrics import metrics_table, stack_metrics
+from utils.paths import Layout
 from utils.pipeline import (
     ROOT,
+    SeedRun,
     add_pipeline_args,
     option,
+    protocol,
     run_embeddings,
-    run_stage,
-    seeded_argv,
 )
+from utils.provenance import StageRun
 
-PUBLISHED = os.path.join(ROOT, "data", "published_results.csv")
+PUBLISHED = f"{ROOT}/data/published_results.csv"
 SWEEPS = {"sweep-k": ("filter_nouns.py", "--k", [10, 20, 33, 50, 100]),
           "sweep-gamma": ("filter_nouns.py", "--gamma", [1, 3, 5, 10, 20]),
           "sweep-tau": ("retrieve_text.py", "--tau", [0.001, 0.005, 0.01, 0.05, 0.1])}
-
+CENTERS = (("kmeans", "k-means"), ("agglomerative", "agglomerative"), ("spectral", "spectral"), ("dbscan", "dbscan"))
 
 # The paper's row order (Table II); rows of other commands keep the order they run in.
 DISPLAY_ORDER = ["CLIP k-means", "CLIP zero-shot", "TAC (no train)", "TAC", "DXMC", "DXMC (instance on trunk)", "TAC (no train, class names)", "TAC (class names)"]
@@ -43,49 +52,52 @@ def build_parser():
     parser.add_argument("command", choices=["main", "text-space", "losses", *SWEEPS])
     add_pipeline_args(parser)
     parser.set_defaults(seeds=[0, 1, 2, 3, 4])
-    parser.add_argument("--values", type=float, nargs="+", default=None, help="sweep values (default: a range around the paper's)")
+    add_number(parser, "--values", float, None, low=0, low_open=True, nargs="+", help="sweep values (default: a range around the paper's)")
     return parser
 
 
 def experiments(args):
-    """(row label, [(script, extra args)], metrics file) for the command, in the order they run.
+    """Rows of the command as (label, run variant, [(script, extra args)], metrics file as (FILES name, fields)).
 
-    Rows that share a stage output run one after the other, so each stage runs once per seed."""
+    A row's stages run in the run folder of its variant and seed; rows of one variant share it."""
     clusters = option("--num-clusters", args.num_clusters)
-    filt, heads = ("filter_nouns.py", option("--k", args.k) + clusters + option("--criterion", args.criterion)), ("train_head.py", clusters + option("--epochs", args.epochs))
+    filt = ("filter_nouns.py", option("--k", args.k) + clusters + option("--criterion", args.criterion))
+    heads = ("train_head.py", clusters + option("--epochs", args.epochs))
     nouns = [filt, ("retrieve_text.py", [])]
+    no_train, head = ("kmeans_metrics", {"method": "concat_kmeans"}), ("head_metrics", {"prefix": "head"})
     if args.command == "main":
         names = [("zero_shot.py", []), ("retrieve_text.py", ["--text-space", "classnames"])]
-        # The class-name rows run first: they rewrite the counterparts, and the noun rows after them
-        # leave the noun counterparts and the heads the figures read consistent.
         return [
-            ("CLIP zero-shot", names[:1], "zero_shot"),
-            ("TAC (no train, class names)", names + [("concat_kmeans.py", clusters)], "concat_kmeans"),
-            ("TAC (class names)", names + [(heads[0], heads[1] + ["--out-prefix", "head_classnames"])], "head_classnames"),
-            ("CLIP k-means", [("concat_kmeans.py", ["--image-only"] + clusters)], "image_kmeans"),
-            ("TAC (no train)", nouns + [("concat_kmeans.py", clusters)], "concat_kmeans"),
-            ("TAC", nouns + [heads], "head"),
-            ("DXMC", nouns + [(heads[0], heads[1] + ["--variant", "dxmc"])], "dxmc_head"),
-            ("DXMC (instance on trunk)", nouns + [(heads[0], heads[1] + ["--variant", "dxmc", "--instance-on", "trunk"])], "dxmc_trunk_head"),
+            ("CLIP zero-shot", ["classnames"], names[:1], ("zero_shot_metrics", {})),
+            ("TAC (no train, class names)", ["classnames"], names + [("concat_kmeans.py", clusters)], no_train),
+            ("TAC (class names)", ["classnames"], names + [heads], head),
+            ("CLIP k-means", [], [("concat_kmeans.py", ["--image-only"] + clusters)], ("kmeans_metrics", {"method": "image_kmeans"})),
+            ("TAC (no train)", [], nouns + [("concat_kmeans.py", clusters)], no_train),
+            ("TAC", [], nouns + [heads], head),
+            ("DXMC", [], nouns + [(heads[0], heads[1] + ["--variant", "dxmc"])], ("head_metrics", {"prefix": "dxmc_head"})),
+            ("DXMC (instance on trunk)", [], nouns + [(heads[0], heads[1] + ["--variant", "dxmc", "--instance-on", "trunk"])],
+             ("head_metrics", {"prefix": "dxmc_trunk_head"})),
         ]
     if args.command == "text-space":
+        spaces = [(f"{label} centers", [] if method == "kmeans" else [f"centers-{method}"], ["--centers", method]) for method, label in CENTERS]
+        spaces += [("all nouns", ["text-all"], ["--text-space", "all"]), ("random nouns", ["text-random"], ["--text-space", "random"])]
         rows = []
-        for space, label in (("filtered", "filtered nouns"), ("all", "all nouns"), ("random", "random nouns")):
-            stages = [(filt[0], filt[1] + ["--text-space", space]), ("retrieve_text.py", [])]
-            rows += [(f"TAC (no train) {label}", stages + [("concat_kmeans.py", clusters)], "concat_kmeans"),
-                     (f"TAC {label}", stages + [heads], "head")]
+        for label, variant, flags in spaces:
+            stages = [(filt[0], filt[1] + flags), ("retrieve_text.py", [])]
+            rows += [(f"TAC (no train) {label}", variant, stages + [("concat_kmeans.py", clusters)], no_train),
+                     (f"TAC {label}", variant, stages + [heads], head)]
         return rows
     if args.command == "losses":
         combos = [c for r in (1, 2, 3) for c in itertools.combinations(ALL_TERMS, r)]
-        return [("TAC " + "+".join(c) if len(c) < 3 else "TAC", nouns + [(heads[0], heads[1] + ["--loss-terms", *c])],
-                 "head" if len(c) == 3 else "head_" + "+".join(c)) for c in combos]
+        return [("TAC " + "+".join(c) if len(c) < 3 else "TAC", [], nouns + [(heads[0], heads[1] + ["--loss-terms", *c])],
+                 ("head_metrics", {"prefix": "head" if len(c) == 3 else "head_" + "+".join(c)})) for c in combos]
     script, flag, default = SWEEPS[args.command]
     rows = []
     for value in args.values or default:
         value = int(value) if flag in ("--k", "--gamma") else value
         stages = [(s, a + [flag, value]) if s == script else (s, a) for s, a in nouns]
-        rows += [(f"TAC (no train) {flag[2:]}={value}", stages + [("concat_kmeans.py", clusters)], "concat_kmeans"),
-                 (f"TAC {flag[2:]}={value}", stages + [heads], "head")]
+        rows += [(f"TAC (no train) {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [("concat_kmeans.py", clusters)], no_train),
+                 (f"TAC {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [heads], head)]
     return rows
 
 
@@ -94,54 +106,56 @@ def published_rows(dataset, backbone):
         return {row["method"]: row for row in csv.DictReader(f) if row["dataset"] == dataset and row["backbone"] == backbone}
 
 
-def cell(values):
-    return f"{values.mean():.2f} ± {values.std():.2f}" if values.size > 1 else f"{values.mean():.2f}"
-
-
 def main():
-    args = build_parser().parse_args()
-    tag = backbone_tag(args.backbone)
-    folder = stage_dir(args.data_dir, args.dataset, tag)
-    out = os.path.join(folder, "tables")
-    record = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=tag)
+    args = parse_args(build_parser())
+    record = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=backbone_tag(args.backbone))
     rows = experiments(args)
-    results = {label: [] for label, _, _ in rows}
+    results = {label: [] for label, _, _, _ in rows}
+    runs = {label: [] for label, _, _, _ in rows}
     run_embeddings(args)
     for seed in args.seeds:
-        for label, stages, metrics_name in rows:
+        for label, variant, stages, (metrics_name, fields) in rows:
+            run = SeedRun(args, seed, variant)
             for script, extra in stages:
-                run_stage(script, seeded_argv(args, seed) + extra)
-            report = record.load_json(os.path.join(folder, f"{metrics_name}_metrics.json"), stages[-1][0])
-            results[label].append(report["metrics"])
-    if any(m is None for runs in results.values() for m in runs):
-        print(f"the dataset has no labels: no table; predictions are in {folder}")
+                run.stage(script, extra)
+            results[label].append(record.load_json(run.layout.path(metrics_name, **fields))["metrics"])
+            runs[label].append(run.name)
+    if any(m is None for values in results.values() for m in values):
+        print(f"the dataset has no labels: no table; predictions are in the runs {sorted({r for v in runs.values() for r in v})}")
         return
+    save_table(args, record, rows, results, runs)
 
+
+def save_table(args, record, rows, results, runs):
     published = published_rows(args.dataset, args.backbone)
-    table = [f"**{args.command}: {args.dataset}, backbone {args.backbone}, test split, seeds {' '.join(map(str, args.seeds))} "
-             f"(mean ± std); published: the paper's numbers where it reports this dataset and backbone**", "",
-             "| method | NMI | ACC | ARI | published NMI / ACC / ARI | source |", "|---|---|---|---|---|---|"]
-    lines = [["method", "seeds", "nmi_mean", "nmi_std", "acc_mean", "acc_std", "ari_mean", "ari_std", "published_nmi", "published_acc", "published_ari", "source"]]
-    for label in sorted(results, key=lambda name: DISPLAY_ORDER.index(name) if name in DISPLAY_ORDER else len(DISPLAY_ORDER)):
-        m = stack_metrics(results[label])
-        ref = published.get(label, {})
-        ref_text = " / ".join(ref[k] for k in ("nmi", "acc", "ari")) if ref else "—"
-        table.append(f"| {label} | {cell(m['nmi'])} | {cell(m['acc'])} | {cell(m['ari'])} | {ref_text} | {ref.get('source', '')} |")
+    order = sorted(results, key=lambda name: DISPLAY_ORDER.index(name) if name in DISPLAY_ORDER else len(DISPLAY_ORDER))
+    stacked = {label: stack_metrics(results[label]) for label in order}
+    title = (f"{args.command}: {args.dataset}, backbone {args.backbone}, test split, seeds {' '.join(map(str, args.seeds))} "
+             f"(mean ± std); published: the paper's numbers where it reports this dataset and backbone")
+    refs = [published.get(label, {}) for label in order]
+    cells = [[" / ".join(ref[k] for k in ("nmi", "acc", "ari")) if ref else "—", ref.get("source", "")] for ref in refs]
+    table = [metrics_table([(label, stacked[label]) for label in order], title, ["published NMI / ACC / ARI", "source"], cells),
+             "", protocol(args) + ".", "", "runs (under runs/): " + "; ".join(f"{label}: {' '.join(runs[label])}" for label in order)]
+    lines = [["method", "seeds", "nmi_mean", "nmi_std", "acc_mean", "acc_std", "ari_mean", "ari_std", "published_nmi", "published_acc", "published_ari", "source", "runs"]]
+    for label in order:
+        m, ref = stacked[label], published.get(label, {})
         lines.append([label, len(args.seeds)] + [f"{v:.4f}" for k in ("nmi", "acc", "ari") for v in (m[k].mean(), m[k].std())]
-                     + [ref.get(k, "") for k in ("nmi", "acc", "ari")] + [ref.get("source", "")])
+                     + [ref.get(k, "") for k in ("nmi", "acc", "ari")] + [ref.get("source", ""), " ".join(runs[label])])
     text = "\n".join(table)
-    record.save_text(os.path.join(out, f"{args.command}.md"), text + "\n")
-    record.save_csv(os.path.join(out, f"{args.command}.csv"), lines[0], lines[1:], {"per_seed": results})
+    extra = {"per_seed": results, "runs": runs, "protocol": protocol(args)}
+    md = record.save_text(record.path("table", table=args.command, ext="md"), text + "\n", extra)
+    record.save_csv(record.path("table", table=args.command, ext="csv"), lines[0], lines[1:], extra)
     figures = []
     if args.command == "main":
         from utils.figures import accuracy_curves, head_tsne
 
-        figures = [accuracy_curves(record, folder, out, ("head", "dxmc_head", "dxmc_trunk_head")), head_tsne(record, folder, out, "head")]
+        first = Layout.of(args, runs["TAC"][0])  # the figures read the first seed's run, named in their sidecars
+        figures = [accuracy_curves(record, first, ("head", "dxmc_head", "dxmc_trunk_head")), head_tsne(record, first, "head")]
     elif args.command in SWEEPS:
         from utils.figures import sweep_plot
 
-        figures = [sweep_plot(record, out, args.command, rows, results)]
-    print("\n" + text + f"\n\nsaved {os.path.join(out, args.command + '.md')} and .csv" + "".join(f"\nfigure: {f}" for f in figures))
+        figures = [sweep_plot(record, args.command, [label for label, _, _, _ in rows], results)]
+    print("\n" + text + f"\n\nsaved {md} and .csv" + "".join(f"\nfigure: {f}" for f in figures))
 
 
 if __name__ == "__main__":

@@ -4,23 +4,21 @@ a table of image-only k-means, TAC without training (concat k-means) and TAC (cl
 With --report it ends with named clusters and a report (name_clusters.py), the main output for
 a folder of unlabelled photos (--dataset folder:<path> --num-clusters K).
 
-The embeddings are deterministic: --seeds drives the stochastic stages 3-6 (k-means, head
-training), and with several seeds the table gives mean +- std. --subset-seed draws the train
+The embeddings are deterministic and shared. Every seed runs stages 3-6 in its own folder,
+data/<ds>/<bb>/runs/<run>/ (e.g. runs/seed0), so no seed overwrites another. As the authors ran,
+the k-means of stages 3 and 5 is one fixed draw (faiss's seed 1234) and the seeds vary the head
+training only; --resample-kmeans redraws the k-means per seed too. --subset-seed draws the train
 subset of --train-subset.
 """
 import argparse
 import os
 
 from utils.backbones import backbone_tag
-from utils.io import StageRun, run_main, stage_dir
+from utils.errors import parse_args, run_main
 from utils.metrics import metrics_table, stack_metrics
-from utils.pipeline import (
-    add_pipeline_args,
-    option,
-    run_embeddings,
-    run_stage,
-    seeded_argv,
-)
+from utils.paths import Layout
+from utils.pipeline import SeedRun, add_pipeline_args, option, protocol, run_embeddings
+from utils.provenance import StageRun
 
 METHODS = (("image_kmeans", "image-only k-means"), ("concat_kmeans", "TAC without training"), ("head", "TAC (cluster heads)"))
 
@@ -34,35 +32,42 @@ def build_parser():
 
 
 def main():
-    args = build_parser().parse_args()
-    folder = stage_dir(args.data_dir, args.dataset, backbone_tag(args.backbone))
+    args = parse_args(build_parser())
+    layout = Layout.of(args)
     summary = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=backbone_tag(args.backbone))
     per_seed = {method: [] for method, _ in METHODS}
+    runs = []
     run_embeddings(args)
+    clusters = option("--num-clusters", args.num_clusters)
     for seed in args.seeds:
-        argv, clusters = seeded_argv(args, seed), option("--num-clusters", args.num_clusters)
-        run_stage("filter_nouns.py", argv + option("--k", args.k) + clusters + option("--criterion", args.criterion))
-        run_stage("retrieve_text.py", argv)
-        run_stage("concat_kmeans.py", argv + ["--image-only"] + clusters)
-        run_stage("concat_kmeans.py", argv + clusters)
-        run_stage("train_head.py", argv + clusters + option("--epochs", args.epochs))
+        run = SeedRun(args, seed)
+        runs.append(run.name)
+        run.stage("filter_nouns.py", option("--k", args.k) + clusters + option("--criterion", args.criterion))
+        run.stage("retrieve_text.py")
+        run.stage("concat_kmeans.py", ["--image-only"] + clusters)
+        run.stage("concat_kmeans.py", clusters)
+        run.stage("train_head.py", clusters + option("--epochs", args.epochs))
         for method, _ in METHODS:
-            per_seed[method].append(summary.load_json(os.path.join(folder, f"{method}_metrics.json"), "run_pipeline.py")["metrics"])
-    report = run_stage("name_clusters.py", seeded_argv(args, args.seeds[-1]))[2] if args.report else None
-    if any(m is None for runs in per_seed.values() for m in runs):
-        print(f"the dataset has no labels: no table; predictions are in {folder}")
+            metrics_file = run.layout.path("kmeans_metrics", method=method) if method != "head" else run.layout.path("head_metrics", prefix="head")
+            per_seed[method].append(summary.load_json(metrics_file)["metrics"])
+    report = run.stage("name_clusters.py")[2] if args.report else None
+    if any(m is None for results in per_seed.values() for m in results):
+        print(f"the dataset has no labels: no table; predictions are in {os.path.join(layout.dataset, 'runs')}")
     else:
-        save_table(args, folder, summary, per_seed)
+        save_table(args, summary, per_seed, runs)
     if report:
         print(f"report of the clusters (seed {args.seeds[-1]}): {report}")
 
 
-def save_table(args, folder, summary, per_seed):
+def save_table(args, summary, per_seed, runs):
     rows = [(label, stack_metrics(per_seed[method])) for method, label in METHODS]
-    table = metrics_table(rows, f"{args.dataset}, backbone {args.backbone}, seeds {' '.join(map(str, args.seeds))}, test split")
-    summary.save_json(os.path.join(folder, "summary.json"), {"seeds": args.seeds, "table": {label: {k: v.tolist() for k, v in vals.items()} for label, vals in rows}})
-    summary.save_text(os.path.join(folder, "summary.md"), table + "\n")
-    print("\n" + table + f"\nsaved to {os.path.join(folder, 'summary.md')} and summary.json")
+    title = f"{args.dataset}, backbone {args.backbone}, seeds {' '.join(map(str, args.seeds))}, test split; {protocol(args)}"
+    table = metrics_table(rows, title)
+    extra = {"runs": runs, "protocol": protocol(args)}
+    summary.save_json(summary.path("summary", ext="json"), {"seeds": args.seeds, "runs": runs, "protocol": protocol(args),
+                                                           "table": {label: {k: v.tolist() for k, v in vals.items()} for label, vals in rows}}, extra)
+    path = summary.save_text(summary.path("summary", ext="md"), table + f"\n\nruns: {', '.join('runs/' + r for r in runs)}\n", extra)
+    print("\n" + table + f"\nsaved to {path} and summary.json (runs: {', '.join(runs)})")
 
 
 if __name__ == "__main__":

@@ -9,23 +9,23 @@ import os
 
 from utils.backbones import load_backbone
 from utils.config import base_parser, start_stage
-from utils.io import StageError, read_csv_column, run_main
-from utils.text_space import TEMPLATES, encode_vocabulary
+from utils.errors import StageError, add_number, parse_args, run_main
+from utils.text_space import TEMPLATES, encode_vocabulary, read_csv_column
 
 
 def build_parser():
     parser = base_parser(__doc__)
     parser.add_argument("--nouns", default=None, help="CSV with a `word` column (default: <data-dir>/WordNetNouns.csv)")
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), help="prompt templates with {} for the word (default: the authors' 7)")
-    parser.add_argument("--batch-size", type=int, default=256, help="prompts per forward pass")
+    add_number(parser, "--batch-size", int, 256, low=1, help="prompts per forward pass")
     return parser
 
 
 def main():
-    args = build_parser().parse_args()
+    args = parse_args(build_parser())
     run, device = start_stage(__file__, args, uses_dataset=False)
     vocabulary = args.nouns or os.path.join(args.data_dir, "WordNetNouns.csv")
-    out = run.nouns_folder
+    out = run.layout.vocab
 
     run.check_input(vocabulary, "data/build_wordnet_nouns.py (or pass --nouns with your own CSV)")
     words = read_csv_column(vocabulary, "word")
@@ -37,11 +37,11 @@ def main():
         raise StageError(f"template {bad[0]!r} needs exactly one {{}} where the word goes")
     if not words:
         raise StageError(f"{vocabulary} has no words")
-    backbone = load_backbone(args.backbone, device, cache_dir=os.path.join(args.data_dir, "backbones"))
+    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones)
     embedding, num_prompts = encode_vocabulary(backbone, words, args.templates, args.batch_size)
     extra = {"templates": args.templates, "distinct_prompts": num_prompts, "vocabulary_rows": len(words)}
-    run.save_csv(os.path.join(out, "nouns.csv"), ["word"], [[w] for w in words], extra)
-    run.save_array(os.path.join(out, "noun_embedding.npy"), embedding, extra)
+    run.save_csv(run.path("nouns"), ["word"], [[w] for w in words], extra)
+    run.save_array(run.path("noun_embedding"), embedding, extra)
     print(f"{len(words)} nouns ({len(set(words))} distinct, {num_prompts} distinct prompts) x {embedding.shape[1]} dims -> {out}")
 
 

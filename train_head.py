@@ -5,8 +5,6 @@ counterpart among the counterparts (inner product of normalised rows, itself exc
 Dis(P, Q_n) + Dis(Q, P_n) + Con(P, Q) - alpha (H(P) + H(Q)). After every epoch the image head's
 argmax on the test images is scored. Writes head.pt, head_preds.npy and head_metrics.json.
 """
-import os
-
 import torch
 from tqdm import tqdm
 
@@ -20,22 +18,22 @@ from utils.config import (
     num_clusters,
     start_stage,
 )
+from utils.errors import add_number, parse_args, run_main
 from utils.heads import predict, train_heads
-from utils.io import StageError, run_main
 from utils.losses import ALL_TERMS
 from utils.metrics import evaluate, format_metrics
-from utils.pipeline import head_prefix
+from utils.paths import head_prefix
 
 
 def build_parser():
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, runs=True)
     add_num_clusters(parser)
-    parser.add_argument("--epochs", type=int, default=None, help="20; 100 for ucf101 and imagenet, as the authors")
-    parser.add_argument("--batch-size", type=int, default=None, help="512; 8192 for ucf101 and imagenet")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--tau", type=float, default=None, help="cluster-contrastive temperature: 0.5; 5.0 for ucf101 and imagenet")
-    parser.add_argument("--alpha", type=float, default=5.0, help="weight of the entropy term")
-    parser.add_argument("--neighbors", type=int, default=50, help="neighbours sampled from, per modality")
+    add_number(parser, "--epochs", int, None, low=1, help="20; 100 for ucf101 and imagenet, as the authors")
+    add_number(parser, "--batch-size", int, None, low=1, help="512; 8192 for ucf101 and imagenet")
+    add_number(parser, "--lr", float, 1e-3, low=0, low_open=True)
+    add_number(parser, "--tau", float, None, low=0, low_open=True, help="cluster-contrastive temperature: 0.5; 5.0 for ucf101 and imagenet")
+    add_number(parser, "--alpha", float, 5.0, low=0, help="weight of the entropy term")
+    add_number(parser, "--neighbors", int, 50, low=1, help="neighbours sampled from, per modality")
     parser.add_argument("--approximate-knn", action="store_true", help="HNSW neighbours instead of exact search (ImageNet-1K scale on a CPU)")
     parser.add_argument("--variant", choices=["tac", "dxmc"], default="tac",
                         help="dxmc: add an instance head per modality and their contrastive loss, drop the consistency term (DXMC)")
@@ -44,29 +42,26 @@ def build_parser():
     parser.add_argument("--instance-on", choices=["embedding", "trunk"], default="embedding",
                         help="DXMC's instance heads read the frozen embeddings (as described; no effect on the clusters) "
                              "or the cluster heads' hidden layer (trunk: the instance term then shapes the clusters)")
-    parser.add_argument("--instance-tau", type=float, default=None, help="DXMC's instance temperature: 0.05; 0.5 for ucf101 and imagenet")
+    add_number(parser, "--instance-tau", float, None, low=0, low_open=True, help="DXMC's instance temperature: 0.05; 0.5 for ucf101 and imagenet")
     parser.add_argument("--out-prefix", default=None, help="output names <prefix>.pt, <prefix>_preds.npy, <prefix>_metrics.json "
                         "(default: head, dxmc_head, or with the loss terms appended when they differ from the variant's)")
     return parser
 
 
 def main():
-    args = build_parser().parse_args()
+    args = parse_args(build_parser())
     # None means the authors' setting for this dataset; args stay as given so the sidecar shows them
     defaults = LARGE_DATASET_HEAD if args.dataset in LARGE_DATASETS else HEAD_DEFAULTS
     epochs, batch_size, tau = (getattr(args, n) if getattr(args, n) is not None else defaults[n] for n in ("epochs", "batch_size", "tau"))
-    if min(epochs, batch_size, args.neighbors) < 1 or tau <= 0:
-        raise StageError("--epochs, --batch-size and --neighbors must be at least 1 and --tau positive")
     dxmc = args.variant == "dxmc"
     prefix, terms = head_prefix(args)
     instance_tau = (args.instance_tau or (0.5 if args.dataset in LARGE_DATASETS else 0.05)) if dxmc else None
     run, device = start_stage(__file__, args)
-    folder = run.folder
 
-    images = run.load_embedding(os.path.join(folder, "image_embedding_train.npy"), "image_embedding.py")
-    texts = run.load_embedding(os.path.join(folder, "retrieved_text_train.npy"), "retrieve_text.py", rows=("image_embedding_train.npy", len(images)))
-    test_images = run.load_embedding(os.path.join(folder, "image_embedding_test.npy"), "image_embedding.py")
-    test_labels = run.load_labels(os.path.join(folder, "labels_test.npy"), len(test_images), required=args.num_clusters is None)
+    images = run.load_embedding(run.path("image_embedding", split="train"))
+    texts = run.load_embedding(run.path("retrieved_text", split="train"), rows=("image_embedding_train.npy", len(images)))
+    test_images = run.load_embedding(run.path("image_embedding", split="test"))
+    test_labels = run.load_labels(run.path("labels", split="test"), len(test_images), required=args.num_clusters is None)
     k = num_clusters(args, test_labels)
     if batch_size > len(images):
         print(f"note: --batch-size {batch_size} exceeds the {len(images)} train samples; using one batch of {len(images)}")
@@ -96,11 +91,11 @@ def main():
               "loss_terms": list(terms), "instance_tau": instance_tau,
               "instance_on": args.instance_on if dxmc else None}
     states = {name: head.state_dict() for name, head in heads.items()}
-    run.save_torch(os.path.join(folder, f"{prefix}.pt"), {**states, "config": config}, config)
-    run.save_array(os.path.join(folder, f"{prefix}_preds.npy"), preds, config)
-    run.save_json(os.path.join(folder, f"{prefix}_metrics.json"),
+    run.save_torch(run.path("head", prefix=prefix), {**states, "config": config}, config)
+    run.save_array(run.path("head_preds", prefix=prefix), preds, config)
+    run.save_json(run.path("head_metrics", prefix=prefix),
                   {"method": prefix, "split": "test", "seed": args.seed, **config, "metrics": metrics, "epochs_log": log}, config)
-    print(f"{args.variant.upper()} heads ({prefix}) on {len(preds)} test images, K = {k}: {format_metrics(metrics)} -> {folder}")
+    print(f"{args.variant.upper()} heads ({prefix}) on {len(preds)} test images, K = {k}: {format_metrics(metrics)} -> {run.layout.run}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.backbones import load_clip, save_random_clip  # noqa: E402
-from utils.io import read_csv_column  # noqa: E402
-from utils.text_space import TEMPLATES, encode_vocabulary  # noqa: E402
+from utils.text_space import TEMPLATES, encode_vocabulary, read_csv_column  # noqa: E402
 
 VOCABULARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "WordNetNouns.csv")
 

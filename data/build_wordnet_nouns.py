@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils.io import StageError  # noqa: E402
+from utils.errors import StageError  # noqa: E402
 from utils.wordnet import WORDNET_DIR, open_wordnet  # noqa: E402
 
 

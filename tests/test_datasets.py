@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from utils.datasets import CIFAR100_COARSE, build_transform, load_split
-from utils.io import StageError
+from utils.errors import StageError
 
 
 def write_images(folder, count, color):

@@ -29,6 +29,8 @@ behind and nothing stale reused. Cases:
 26. a dataset name that would write outside --data-dir -> refused
 27. more neighbours asked for than samples            -> lower --neighbors
 28. name_clusters.py before any clusters exist        -> run train_head.py (or concat_kmeans.py)
+29. a numeric argument that is NaN, infinite or out of range, in any script -> names the flag and its range
+30. a --run name that is a path                        -> refused
 """
 import csv
 import json
@@ -39,7 +41,7 @@ import pytest
 import torch
 from conftest import run_script, write_planted
 
-from utils.io import StageRun
+from utils.provenance import StageRun
 
 COMMON = ["--dataset", "planted", "--backbone", "hand"]
 
@@ -249,3 +251,30 @@ def test_more_neighbours_than_samples(planted):
     run_script("filter_nouns.py", *stage_args(data), "--k", 4)
     run_script("retrieve_text.py", *stage_args(data))
     fails("train_head.py", *stage_args(data), "--neighbors", 500, match="lower --neighbors below 240")
+
+
+@pytest.mark.parametrize("script, flag, value, allowed", [
+    ("retrieve_text.py", "--tau", "nan", "--tau must be a finite number > 0, got nan"),
+    ("train_head.py", "--lr", "-1", "--lr must be a finite number > 0, got -1.0"),
+    ("train_head.py", "--alpha", "inf", "--alpha must be a finite number >= 0, got inf"),
+    ("train_head.py", "--epochs", "0", "--epochs must be an integer >= 1, got 0"),
+    ("filter_nouns.py", "--gamma", "0", "--gamma must be an integer >= 1, got 0"),
+    ("filter_nouns.py", "--kmeans-seed", "-1", "--kmeans-seed must be an integer >= 0 and <= 2147483647, got -1"),
+    ("concat_kmeans.py", "--num-clusters", "1", "--num-clusters must be an integer >= 2, got 1"),
+    ("name_clusters.py", "--tau", "-inf", "--tau must be a finite number > 0, got -inf"),
+    ("image_embedding.py", "--train-subset", "-5", "--train-subset must be an integer >= 0, got -5"),
+    ("run_pipeline.py", "--seeds", "-1", "--seeds must be an integer >= 0"),
+    ("reproduce.py", "--values", "nan", "--values must be a finite number > 0, got nan"),
+])
+def test_numeric_argument_out_of_range_names_the_flag_and_its_range(planted, script, flag, value, allowed):
+    data, _ = planted
+    before = files_under(data)
+    command = ["main"] if script == "reproduce.py" else []
+    fails(script, *command, *stage_args(data), f"{flag}={value}", match=allowed)  # `=`: argparse takes -inf for a flag otherwise
+    assert files_under(data) == before
+
+
+def test_run_name_that_is_a_path_is_refused(planted):
+    data, folder = planted
+    fails("filter_nouns.py", *stage_args(data), "--run", "../../escape", match="--run '../../escape' is not a plain folder name")
+    assert not (folder / "runs").exists()

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-from utils.io import SIDECAR_SUFFIX, StageError, StageRun
+from utils.errors import StageError
+from utils.provenance import SIDECAR_SUFFIX, StageRun
 
 
 def stage(tmp_path, script, backbone="bb", **args):

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-from utils.naming import centroid_confidence, most_confident, name_agreement, noun_mass, rank_names
+from utils.naming import (
+    centroid_confidence,
+    most_confident,
+    name_agreement,
+    noun_mass,
+    rank_names,
+)
 from utils.wordnet import wordnet_available
 
 needs_wordnet = pytest.mark.skipif(not wordnet_available(), reason="WordNet 3.0 is not installed (apt-get install wordnet-base wordnet-sense-index)")
@@ -59,7 +65,7 @@ def test_name_agreement_counts_synonyms_and_close_hypernyms_not_hyponyms():
 @needs_wordnet
 def test_criterion_keeps_only_the_nouns_wordnet_files_under_it(tiny_vocabulary):
     from filter_nouns import criterion_nouns
-    from utils.io import StageError
+    from utils.errors import StageError
 
     _, words = tiny_vocabulary
     assert [words[i] for i in criterion_nouns(words, "color")] == ["cherry", "sapphire", "rose"]
@@ -98,7 +104,8 @@ def test_folder_of_photos_to_named_clusters_and_report(tmp_path, tiny_clip, tiny
     common = ["--data-dir", data, "--dataset", f"folder:{photos}", "--backbone", tiny_clip]
     result = run_script("run_pipeline.py", *common, "--num-clusters", 3, "--nouns", vocabulary, "--templates", "a photo of a {}.",
                         "--epochs", 2, "--criterion", "plant", "--report")
-    folder = data / "folder-holiday" / "tiny-clip"
+    run = "criterion-plant-K3-epochs2-seed0"  # the driver's run folder, named by what it sets
+    folder = data / "folder-holiday" / "tiny-clip" / "runs" / run
     index = folder / "report" / "index.md"
     assert result.stdout.strip().splitlines()[-1].endswith(str(index))
     plants = {"apple", "tomato", "cherry", "grass", "rose", "lime"}
@@ -121,9 +128,9 @@ def test_folder_of_photos_to_named_clusters_and_report(tmp_path, tiny_clip, tiny
     # the same inputs and seed give the same names; k-means clusters can be named too
     first = (folder / "cluster_names.csv").read_text()
     os.remove(folder / "cluster_names.csv")
-    run_script("name_clusters.py", *common)
+    run_script("name_clusters.py", *common, "--run", run)
     assert (folder / "cluster_names.csv").read_text() == first
-    run_script("name_clusters.py", *common, "--from", "concat_kmeans", "--top", 2)
+    run_script("name_clusters.py", *common, "--run", run, "--from", "concat_kmeans", "--top", 2)
     assert {r["rank"] for r in read_rows(folder / "cluster_names.csv")} <= {"1", "2"}
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 from conftest import run_script
 
-from utils.io import SIDECAR_SUFFIX
+from utils.provenance import SIDECAR_SUFFIX
 
 
 def test_six_stages_run_in_order_and_write_every_promised_file(tmp_path, tiny_clip, image_folder, tiny_vocabulary):
@@ -81,8 +81,9 @@ def test_run_pipeline_reuses_up_to_date_stages_and_saves_the_table(tmp_path, tin
     assert again.stdout.count("up to date") == 7
     assert (folder / "summary.md").read_text() == table
 
-    # a new seed re-runs the stochastic stages 3-6 only, and is recorded
+    # a new seed re-runs stages 3-6 only, in its own run folder beside the first, and is recorded
     other = run_script("run_pipeline.py", *argv, "--seeds", 3)
     assert other.stdout.count("up to date") == 2
-    assert json.loads((folder / "head_metrics.json").read_text())["seed"] == 3
+    assert json.loads((folder / "runs" / "epochs2-seed3" / "head_metrics.json").read_text())["seed"] == 3
+    assert (folder / "runs" / "epochs2-seed0" / "head_metrics.json").exists()
     assert json.loads((folder / "summary.json").read_text())["seeds"] == [3]

@@ -53,7 +53,30 @@ def test_main_table_over_two_seeds_with_figures(tmp_path, tiny_clip, image_folde
     per_seed = json.loads((out / "main.csv.meta.json").read_text())["per_seed"]
     assert all(len(runs) == 2 for runs in per_seed.values())
     assert per_seed["CLIP zero-shot"][0] == per_seed["CLIP zero-shot"][1]  # no randomness in zero-shot
-    kept_meta = json.loads((out.parent / "kept_nouns.npy.meta.json").read_text())
-    assert kept_meta["seed"] == 1 and kept_meta["kmeans"]["seed"] == 1  # the last seed, recorded
+    runs = out.parent / "runs"
+    kept_meta = json.loads((runs / "epochs2-seed1" / "kept_nouns.npy.meta.json").read_text())
+    assert kept_meta["seed"] == 1 and kept_meta["kmeans"]["seed"] == 1234  # seed 1's run, the authors' k-means draw
     for figure in ("acc_curve.png", "tsne.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert json.loads((out / f"{figure}.meta.json").read_text())["run"] == "epochs2-seed0"
+
+    # The authors' protocol: one k-means draw for every seed, so k-means rows have no spread.
+    for label in ("CLIP k-means", "TAC (no train)", "TAC (no train, class names)"):
+        assert per_seed[label][0] == per_seed[label][1], label
+    assert "std over seeds: head training only" in (out / "main.md").read_text()
+    assert rows["TAC"]["runs"] == "epochs2-seed0 epochs2-seed1" and rows["CLIP zero-shot"]["runs"] == "epochs2-classnames-seed0 epochs2-classnames-seed1"
+    table = (out / "main.md").read_text()
+
+    # Run again: every stage is reused and says so, the same table, every run folder still there.
+    again = run_script("reproduce.py", *argv)
+    stage_lines = [line for line in again.stdout.splitlines() if line.startswith("== ")]
+    assert stage_lines and all("up to date" in line for line in stage_lines), stage_lines
+    assert (out / "main.md").read_text() == table
+    assert sorted(p.name for p in runs.iterdir()) == ["epochs2-classnames-seed0", "epochs2-classnames-seed1", "epochs2-seed0", "epochs2-seed1"]
+
+    # --resample-kmeans: seed 0 is still the authors' draw (its runs are reused), seed 1 redraws.
+    resampled = run_script("reproduce.py", *argv, "--resample-kmeans")
+    assert "== filter_nouns.py: up to date, reusing " + str(runs / "epochs2-seed0") in resampled.stdout
+    kept_meta = json.loads((runs / "epochs2-seed1-kmeans1235" / "kept_nouns.npy.meta.json").read_text())
+    assert kept_meta["kmeans"]["seed"] == 1235 and (runs / "epochs2-seed1").exists()
+    assert "k-means redrawn per seed" in (out / "main.md").read_text()

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from utils.io import StageError
+from utils.errors import StageError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

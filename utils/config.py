@@ -4,10 +4,10 @@ import random
 
 import numpy as np
 
-from utils.io import StageError
+from utils.errors import StageError, add_number
 
-# Semantic centers k of filter_nouns.py, as the authors ran each dataset (REFERENCE.md). Eq. 2,
-# k = max(N/300, 3K), gives all of them except STL-10 (30 by the formula; the authors used 17).
+# Semantic centers k of filter_nouns.py, as the authors ran each dataset. Eq. 2, k = max(N/300, 3K),
+# gives all of them except STL-10 (30 by the formula; the authors used 17).
 PAPER_NUM_CENTERS = {
     "cifar10": 167, "cifar20": 167, "stl10": 17, "imagenet10": 43,
     "imagenet-dogs": 65, "dtd": 141, "ucf101": 303, "imagenet": 4271,
@@ -18,32 +18,44 @@ HEAD_DEFAULTS = {"batch_size": 512, "epochs": 20, "tau": 0.5}
 LARGE_DATASET_HEAD = {"batch_size": 8192, "epochs": 100, "tau": 5.0}
 LARGE_DATASETS = ("ucf101", "imagenet")
 
+# faiss's default k-means seed. The authors never set one, so every k-means of theirs (stage 3's
+# semantic centers, stage 5's clusters) is this one draw, and their five runs share it.
+AUTHORS_KMEANS_SEED = 1234
+SEED_MAX = 2**31 - 1
 
-def base_parser(description):
+
+def base_parser(description, runs=False):
+    """The arguments of every stage; `runs` adds --run (stages 3-6 and what reads their outputs)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default="./data", help="where every stage reads and writes its files")
     parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar20, stl10, imagenet10, imagenet-dogs, dtd, ucf101, imagenet, fashion-mnist, or folder:<path>")
     parser.add_argument("--backbone", default="ViT-B/32", help="a clip.load name, a CLIP checkpoint path, or an offline backbone name")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when a GPU is visible")
-    parser.add_argument("--seed", type=int, default=0)
+    add_number(parser, "--seed", int, 0, low=0, high=SEED_MAX, help="seeds head training and random draws (not the k-means: --kmeans-seed)")
+    if runs:
+        parser.add_argument("--run", default=None,
+                            help="read and write this stage's files in data/<ds>/<bb>/runs/RUN/ (embeddings and vocabulary stay shared); "
+                                 "default: data/<ds>/<bb>/ itself")
     return parser
 
 
 def add_num_clusters(parser):
-    parser.add_argument("--num-clusters", type=int, default=None, help="K; default: the number of distinct labels")
+    add_number(parser, "--num-clusters", int, None, low=2, help="K; default: the number of distinct labels")
 
 
 def add_kmeans_args(parser, niter, nredo):
-    """k-means settings that moved the authors' results between faiss versions, made explicit."""
-    parser.add_argument("--kmeans-niter", type=int, default=niter)
-    parser.add_argument("--kmeans-nredo", type=int, default=nredo)
-    parser.add_argument("--kmeans-max-points-per-centroid", type=int, default=256,
-                        help="faiss subsamples to this many points per centroid (its default, as the authors ran); 0 uses every point")
+    """The k-means settings and seed, explicit, defaulting to the authors' (faiss's defaults)."""
+    add_number(parser, "--kmeans-seed", int, AUTHORS_KMEANS_SEED, low=0, high=SEED_MAX,
+               help="seed of the k-means, independent of --seed (default: faiss's default, the one draw the authors ran)")
+    add_number(parser, "--kmeans-niter", int, niter, low=1)
+    add_number(parser, "--kmeans-nredo", int, nredo, low=1)
+    add_number(parser, "--kmeans-max-points-per-centroid", int, 256, low=0,
+               help="faiss subsamples to this many points per centroid (its default, as the authors ran); 0 uses every point")
 
 
 def kmeans_settings(args):
     return dict(niter=args.kmeans_niter, nredo=args.kmeans_nredo,
-                max_points_per_centroid=args.kmeans_max_points_per_centroid, seed=args.seed)
+                max_points_per_centroid=args.kmeans_max_points_per_centroid, seed=args.kmeans_seed)
 
 
 def pick_device(choice):
@@ -58,15 +70,17 @@ def pick_device(choice):
 
 
 def start_stage(script, args, uses_dataset=True):
-    """What every stage does first: choose the device, seed everything, open its StageRun
-    (which knows the stage's folder data/<ds>/<bb> and the vocabulary's data/nouns/<bb>)."""
+    """What every stage does first: choose the device, seed everything, open its StageRun (which
+    knows the stage's files: paths.Layout of data/<ds>/<bb>, its run folder and the vocabulary's)."""
     from utils.backbones import backbone_tag
-    from utils.io import StageRun, ensure_writable
+    from utils.paths import ensure_writable
+    from utils.provenance import StageRun
 
     ensure_writable(args.data_dir)
     device = pick_device(args.device)
     seed_everything(args.seed)
-    run = StageRun(script, args, args.data_dir, dataset=args.dataset if uses_dataset else None, backbone=backbone_tag(args.backbone))
+    run = StageRun(script, args, args.data_dir, dataset=args.dataset if uses_dataset else None,
+                   backbone=backbone_tag(args.backbone), run=getattr(args, "run", None))
     return run, device
 
 
@@ -81,8 +95,6 @@ def seed_everything(seed):
 def num_clusters(args, labels):
     """K from --num-clusters, else from the labels (which must then exist)."""
     if args.num_clusters is not None:
-        if args.num_clusters < 2:
-            raise StageError(f"--num-clusters must be at least 2, got {args.num_clusters}")
         return args.num_clusters
     known = np.unique(labels[labels >= 0])
     if known.size < 2:
@@ -95,4 +107,3 @@ def default_num_centers(dataset, num_train, k_clusters):
     if dataset in PAPER_NUM_CENTERS:
         return PAPER_NUM_CENTERS[dataset], "the authors' value for this dataset"
     return max(int(round(num_train / 300)), 3 * k_clusters), "Eq. 2: max(N/300, 3K)"
-

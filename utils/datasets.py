@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import transforms
 
-from utils.io import StageError
+from utils.errors import StageError
 
 # Class lists of the Contrastive Clustering subsets of ImageNet (WordNet ids).
 IMAGENET10_WNIDS = (

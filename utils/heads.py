@@ -1,4 +1,7 @@
-"""The cluster heads: Linear(D, D) -> BatchNorm1d -> ReLU -> Linear(D, K) -> Softmax."""
+"""The cluster heads: Linear(D, D) -> BatchNorm1d -> ReLU -> Linear(D, K) -> Softmax.
+
+Initialised as the authors: trunc-normal(std 0.02) weights, PyTorch's default biases (uniform in
++-1/sqrt(fan_in), drawn when each Linear is built, before the weights are redrawn)."""
 import torch
 from torch import nn
 
@@ -13,7 +16,6 @@ class ClusterHead(nn.Module):
         for layer in self.layers:
             if isinstance(layer, nn.Linear):
                 nn.init.trunc_normal_(layer.weight, std=0.02)
-                nn.init.zeros_(layer.bias)
 
     def logits(self, x):
         return self.layers(x)
@@ -116,9 +118,10 @@ def predict(head, x, batch_size=65536):
     return predict_proba(head, x, batch_size).argmax(1)
 
 
-def load_head(path, name="image_head"):
-    """One cluster head from a train_head.py checkpoint, ready for inference."""
-    checkpoint = torch.load(path)
+def load_head(path, name="image_head", device=None):
+    """One cluster head from a train_head.py checkpoint, ready for inference, on `device` (default:
+    the CPU, so that a checkpoint saved on a GPU loads on a machine without one)."""
+    checkpoint = torch.load(path, map_location=device or "cpu")
     head = ClusterHead(checkpoint["config"]["width"], checkpoint["config"]["num_clusters"])
     head.load_state_dict(checkpoint[name])
-    return head.eval()
+    return head.to(device or "cpu").eval()

@@ -1,4 +1,4 @@
-"""The loss of cross-modal mutual distillation (REFERENCE.md, stage 6), term by term.
+"""The loss of cross-modal mutual distillation (stage 6), term by term.
 
 P, Q: image and text head assignments (B x K, rows sum to 1); P_n, Q_n: those of the sampled
 image and text neighbours.

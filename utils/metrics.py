@@ -40,14 +40,18 @@ def format_metrics(metrics):
     return f"ACC {metrics['acc']:.2f}  NMI {metrics['nmi']:.2f}  ARI {metrics['ari']:.2f}"
 
 
-def metrics_table(rows, title):
-    """A Markdown table of (name, {"nmi": values, "acc": values, "ari": values}); mean +- std over seeds."""
+def metrics_table(rows, title, extra_header=(), extra_cells=None):
+    """A Markdown table of (name, {"nmi": values, "acc": values, "ari": values}); mean +- std over seeds.
+    extra_header/extra_cells add columns (one list of cells per row)."""
     def cell(values):
         values = np.asarray(values, dtype=float)
         return f"{values.mean():.2f}" if values.size == 1 else f"{values.mean():.2f} ± {values.std():.2f}"
 
-    lines = [f"**{title}**", "", "| method | NMI | ACC | ARI |", "|---|---|---|---|"]
-    lines += [f"| {name} | {cell(v['nmi'])} | {cell(v['acc'])} | {cell(v['ari'])} |" for name, v in rows]
+    header = ["method", "NMI", "ACC", "ARI", *extra_header]
+    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, (name, v) in enumerate(rows):
+        cells = [name, cell(v["nmi"]), cell(v["acc"]), cell(v["ari"]), *(extra_cells[i] if extra_cells else [])]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

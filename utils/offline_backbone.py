@@ -21,7 +21,8 @@ import os
 import numpy as np
 import torch
 
-from utils.io import StageError, StageRun, up_to_date
+from utils.errors import StageError
+from utils.provenance import StageRun, up_to_date
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,59 +1,26 @@
 """Running stage scripts from a driver (run_pipeline.py, reproduce.py): each stage runs as its own
 script, as a user would run it, and is skipped when every output it would write is up to date
-(made by the same code with the same arguments from inputs unchanged since)."""
+(made by the same code from inputs unchanged since, with the same arguments apart from those
+that cannot change the bytes). Every (variant, seed) of stages 3-6 gets its own run folder, named
+by what it varies, so runs never overwrite each other and tables share the runs they have in common."""
 import importlib
 import os
 import subprocess
 import sys
 
-from utils.backbones import backbone_tag
-from utils.io import StageError, nouns_dir, stage_dir, up_to_date
+from utils.config import AUTHORS_KMEANS_SEED, SEED_MAX
+from utils.errors import StageError, add_number
+from utils.paths import Layout
+from utils.provenance import up_to_date
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPLITS = ("train", "test")
-
-
-def head_prefix(args):
-    """Output prefix of train_head.py: head, dxmc_head (dxmc_trunk_head), with the loss terms when they differ."""
-    from utils.losses import ALL_TERMS
-
-    dxmc = args.variant == "dxmc"
-    default_terms = ("dis", "entropy") if dxmc else ALL_TERMS
-    terms = tuple(t for t in ALL_TERMS if t in (args.loss_terms or default_terms))
-    base = ("dxmc_trunk_head" if args.instance_on == "trunk" else "dxmc_head") if dxmc else "head"
-    return args.out_prefix or base + ("" if terms == default_terms else "_" + "+".join(terms)), terms
-
-
-def stage_outputs(script, args):
-    """The files a stage writes for these (parsed) arguments."""
-    folder = stage_dir(args.data_dir, args.dataset, backbone_tag(args.backbone))
-    join = lambda *names: [os.path.join(folder, n) for n in names]  # noqa: E731
-    if script == "image_embedding.py":
-        return join(*(f"{n}_{s}.npy" for n in ("image_embedding", "labels", "image_index") for s in SPLITS))
-    if script == "text_embedding.py":
-        vocab = nouns_dir(args.data_dir, backbone_tag(args.backbone))
-        return [os.path.join(vocab, "noun_embedding.npy"), os.path.join(vocab, "nouns.csv")]
-    if script == "filter_nouns.py":
-        return join("kept_nouns.npy", "kept_nouns.csv", "semantic_centers.npy")
-    if script == "retrieve_text.py":
-        return join(*(f"retrieved_text_{s}.npy" for s in SPLITS))
-    if script == "concat_kmeans.py":
-        name = "image_kmeans" if args.image_only else "concat_kmeans"
-        return join(f"{name}_preds.npy", f"{name}_metrics.json")
-    if script == "train_head.py":
-        prefix = head_prefix(args)[0]
-        return join(f"{prefix}.pt", f"{prefix}_preds.npy", f"{prefix}_metrics.json")
-    if script == "name_clusters.py":
-        return join("cluster_names.csv", "assignments.csv", os.path.join("report", "index.md"))
-    if script == "zero_shot.py":
-        return join("class_name_embedding.npy", "zero_shot_preds.npy", "zero_shot_metrics.json")
-    raise ValueError(script)
+KMEANS_STAGES = ("filter_nouns.py", "concat_kmeans.py")
 
 
 def run_stage(script, argv):
     """Run `script argv` unless its outputs are up to date; return the outputs' paths."""
     args = importlib.import_module(script[:-3]).build_parser().parse_args([str(a) for a in argv])
-    outputs = stage_outputs(script, args)
+    outputs = Layout.of(args).outputs(script, args)
     path = os.path.join(ROOT, script)
     if all(up_to_date(out, path, args) for out in outputs):
         print(f"== {script}: up to date, reusing {os.path.dirname(outputs[0])}", flush=True)
@@ -76,16 +43,20 @@ def add_pipeline_args(parser):
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--backbone", default="ViT-B/32")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the stochastic stages 3-6")
+    add_number(parser, "--seeds", int, [0], low=0, high=SEED_MAX - AUTHORS_KMEANS_SEED, nargs="+",
+               help="seeds of head training (and of the k-means too with --resample-kmeans)")
+    parser.add_argument("--resample-kmeans", action="store_true",
+                        help=f"redraw the k-means of stages 3 and 5 for every seed (k-means seed {AUTHORS_KMEANS_SEED} + seed) instead of "
+                             f"the authors' one draw ({AUTHORS_KMEANS_SEED}) shared by all seeds: the std then holds the k-means variance too")
     parser.add_argument("--root", default=None, help="image_embedding.py --root")
-    parser.add_argument("--train-subset", type=int, default=0, help="image_embedding.py --train-subset")
-    parser.add_argument("--subset-seed", type=int, default=0, help="seed of the train subset")
+    add_number(parser, "--train-subset", int, 0, low=0, help="image_embedding.py --train-subset")
+    add_number(parser, "--subset-seed", int, 0, low=0, high=SEED_MAX, help="seed of the train subset")
     parser.add_argument("--nouns", default=None, help="text_embedding.py --nouns")
     parser.add_argument("--templates", nargs="+", default=None, help="text_embedding.py --templates")
-    parser.add_argument("--k", type=int, default=None, help="filter_nouns.py --k")
+    add_number(parser, "--k", int, None, low=1, help="filter_nouns.py --k")
     parser.add_argument("--criterion", default=None, help="filter_nouns.py --criterion: cluster by color, material, ...")
-    parser.add_argument("--num-clusters", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=None, help="train_head.py --epochs")
+    add_number(parser, "--num-clusters", int, None, low=2)
+    add_number(parser, "--epochs", int, None, low=1, help="train_head.py --epochs")
 
 
 def common_argv(args):
@@ -99,5 +70,45 @@ def run_embeddings(args):
     run_stage("text_embedding.py", common_argv(args) + ["--seed", 0] + option("--nouns", args.nouns) + option("--templates", args.templates))
 
 
-def seeded_argv(args, seed):
-    return common_argv(args) + ["--seed", seed]
+def kmeans_seed(args, seed):
+    """The authors' protocol: one k-means draw for every seed; --resample-kmeans: one per seed."""
+    return AUTHORS_KMEANS_SEED + seed if args.resample_kmeans else AUTHORS_KMEANS_SEED
+
+
+def protocol(args):
+    """What the std over seeds holds, said in every saved table."""
+    if args.resample_kmeans:
+        return (f"std over seeds: k-means redrawn per seed (--kmeans-seed {AUTHORS_KMEANS_SEED} + seed, stages 3 and 5) "
+                "and head training")
+    return (f"std over seeds: head training only; stages 3 and 5 are the authors' one k-means draw (--kmeans-seed "
+            f"{AUTHORS_KMEANS_SEED}), the same for every seed")
+
+
+def variant_parts(args):
+    """The settings of a whole run that change stages 3-6, as words of its run name."""
+    return [f"{name}{value}" for name, value in (("k", args.k), ("criterion-", args.criterion),
+                                                 ("K", args.num_clusters), ("epochs", args.epochs)) if value is not None]
+
+
+def run_name(parts, seed, kmeans):
+    """The run folder of one (variant, seed): named by what it varies, e.g. `k50-seed1`, `seed0`,
+    `classnames-seed2-kmeans1236`; the same settings always map to the same folder."""
+    words = list(parts) + [f"seed{seed}"] + ([f"kmeans{kmeans}"] if kmeans != AUTHORS_KMEANS_SEED else [])
+    return "-".join(words)
+
+
+class SeedRun:
+    """Stages 3-6 of one (variant, seed) of a driver, in their own run folder."""
+
+    def __init__(self, args, seed, variant=()):
+        self.args, self.seed = args, seed
+        self.kmeans_seed = kmeans_seed(args, seed)
+        self.name = run_name(variant_parts(args) + list(variant), seed, self.kmeans_seed)
+        self.layout = Layout.of(args, self.name)
+
+    def stage(self, script, extra=()):
+        """Run (or reuse) one stage in this run; the k-means stages get this run's k-means seed."""
+        argv = common_argv(self.args) + ["--seed", self.seed, "--run", self.name]
+        if script in KMEANS_STAGES:
+            argv += ["--kmeans-seed", self.kmeans_seed]
+        return run_stage(script, argv + list(extra))

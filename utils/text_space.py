@@ -1,10 +1,13 @@
-"""The text side of TAC: noun prompts, reverse classification of nouns to image semantic centers
+"""The text side of TAC: word lists, noun prompts, reverse classification of nouns to image semantic centers
 (keep the top gamma per center), and soft retrieval of a text counterpart for every image."""
+import csv
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from utils.clustering import l2_normalize
+from utils.errors import StageError
 
 # The 7 prompt templates the authors ensemble (their spelling, "a origami" included).
 TEMPLATES = (
@@ -16,6 +19,18 @@ TEMPLATES = (
     "art of the {}.",
     "a photo of the small {}.",
 )
+
+# The retrieval temperature tau-tilde of the paper (stage 4); cluster naming weighs nouns with it too.
+RETRIEVAL_TAU = 0.005
+
+
+def read_csv_column(path, column):
+    """One column of a CSV as strings, read with the csv module: the word `null` stays `null`."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise StageError(f"{path} has no column {column!r} (header: {reader.fieldnames}); the vocabulary needs a header with {column!r}")
+        return [row[column] for row in reader]
 
 
 def encode_vocabulary(backbone, words, templates=TEMPLATES, batch_size=256):

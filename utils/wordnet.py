@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import warnings
 
-from utils.io import StageError
+from utils.errors import StageError
 
 WORDNET_DIR = "/usr/share/wordnet"
 NEEDED = ("data.noun", "index.noun", "data.adj", "index.adj", "data.adv", "index.adv", "data.verb", "index.verb", "index.sense")

@@ -1,15 +1,17 @@
-"""Files under --data-dir: where each stage writes, atomic writes, and JSON sidecars.
+"""Provenance of every output: JSON sidecars, fingerprints, code hashes, atomic writes, and the
+checks a stage makes on what it reads.
 
 Every output `X` gets `X.meta.json` saying what produced it (script, arguments, seed, inputs,
-versions) and a random `run_id`. A stage that reads `X` checks three things before using it:
-it exists (else: run the script that makes it), it was made for this dataset and backbone, and
-none of the inputs recorded in its sidecar changed since (else: re-run the script that made it).
-Files placed by hand (no sidecar) are accepted as they are: their size and mtime stand in
-for a run_id, so replacing them later still marks what was made from them as stale.
+versions, a hash of the code) and a random `run_id`. A stage that reads `X` checks three things
+before using it: it exists (else: run the script that makes it), it was made for this dataset and
+backbone, and none of the inputs recorded in its sidecar changed since (else: re-run the script
+that made it). Files placed by hand (no sidecar) are accepted as they are: their size and mtime
+stand in for a run_id, so replacing them later still marks what was made from them as stale.
 """
 import csv
 import datetime
 import hashlib
+import io
 import json
 import os
 import platform
@@ -19,38 +21,11 @@ import uuid
 
 import numpy as np
 
+from utils.errors import StageError
+from utils.paths import Layout, byte_relevant_args
+
 SIDECAR_SUFFIX = ".meta.json"
-
-
-class StageError(Exception):
-    """A one-line error that names the fix; scripts print it instead of a traceback."""
-
-
-def ensure_writable(folder):
-    """Fail before any work when `folder` cannot be created or written to."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as error:
-        raise StageError(f"cannot write to {folder} ({error.strerror}); pass a writable --data-dir") from error
-
-
-def dataset_tag(dataset):
-    """Folder name for a dataset: `folder:/photos/trip` -> `folder-trip`."""
-    if dataset.startswith("folder:"):
-        path = os.path.normpath(dataset[len("folder:"):])
-        return "folder-" + (os.path.basename(path) or "root")
-    if not dataset or os.sep in dataset or dataset in (".", ".."):
-        raise StageError(f"dataset name {dataset!r} is not a plain name; use a known dataset or folder:<path>")
-    return dataset
-
-
-def stage_dir(data_dir, dataset, backbone_tag):
-    return os.path.join(data_dir, dataset_tag(dataset), backbone_tag)
-
-
-def nouns_dir(data_dir, backbone_tag):
-    return os.path.join(data_dir, "nouns", backbone_tag)
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sidecar_path(path):
@@ -73,9 +48,6 @@ def fingerprint(path):
         return meta["run_id"]
     stat = os.stat(path)
     return f"file:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def code_files(script):
@@ -106,7 +78,7 @@ def library_versions():
     return versions
 
 
-def _atomic(path, write):
+def atomic_write(path, write):
     """Write through a temp file in the same folder, then rename: readers never see half a file."""
     folder = os.path.dirname(path) or "."
     try:
@@ -139,26 +111,33 @@ def jsonable_args(args):
 
 
 def up_to_date(path, script, args):
-    """True when `path` was made by this code of `script` with these arguments from inputs unchanged since."""
+    """True when `path` was made by this code of `script` from inputs unchanged since, with the same
+    arguments apart from those that cannot change its bytes (paths.STAGES)."""
     meta = read_sidecar(path) if os.path.exists(path) else None
-    code = (meta or {}).get("code") or {}
-    return (meta is not None and meta.get("script") == os.path.basename(script) and code.get("hash") == code_hash(code.get("files", []))
-            and meta.get("args") == jsonable_args(args) and changed_input(path, meta) is None)
+    if meta is None or meta.get("script") != os.path.basename(script):
+        return False
+    code = meta.get("code") or {}
+    name = os.path.basename(script)
+    return (code.get("hash") == code_hash(code.get("files", []))
+            and byte_relevant_args(name, meta.get("args", {})) == byte_relevant_args(name, jsonable_args(args))
+            and changed_input(path, meta) is None)
 
 
 class StageRun:
-    """One run of one stage: checks what it reads, records it, and writes outputs with sidecars."""
+    """One run of one stage: knows its files (a paths.Layout), checks what it reads, records it,
+    and writes outputs with sidecars."""
 
-    def __init__(self, script, args, data_dir, dataset=None, backbone=None):
+    def __init__(self, script, args, data_dir, dataset=None, backbone=None, run=None):
         self.script = os.path.basename(script)
         self.script_path = script
         self.args = jsonable_args(args) if args is not None else {}
-        self.data_dir = os.path.abspath(data_dir)
+        self.layout = Layout(data_dir, dataset, backbone, run)
+        self.data_dir = self.layout.data_dir
         self.expected = {"dataset": dataset, "backbone": backbone}
         self.inputs = {}
-        if backbone is not None:
-            self.folder = stage_dir(self.data_dir, dataset, backbone) if dataset is not None else None
-            self.nouns_folder = nouns_dir(self.data_dir, backbone)
+
+    def path(self, name, **fields):
+        return self.layout.path(name, **fields)
 
     def _inside_data_dir(self, path):
         path = os.path.abspath(path)
@@ -166,8 +145,9 @@ class StageRun:
             raise StageError(f"refusing to write {path}: it is outside --data-dir {self.data_dir}")
         return path
 
-    def check_input(self, path, producer, match=("dataset", "backbone")):
+    def check_input(self, path, producer=None, match=("dataset", "backbone")):
         """Fail with a one-line fix unless `path` exists, matches this run and is up to date."""
+        producer = producer or self.layout.producer(path) or "the stage that makes it"
         if not os.path.exists(path):
             raise StageError(f"{path} is missing: run {producer} first")
         meta = read_sidecar(path)
@@ -182,15 +162,17 @@ class StageRun:
         self.inputs[os.path.abspath(path)] = fingerprint(path)
         return meta
 
-    def load_array(self, path, producer, **kwargs):
+    def load_array(self, path, producer=None, **kwargs):
+        producer = producer or self.layout.producer(path)
         self.check_input(path, producer, **kwargs)
         try:
             return np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as error:
             raise StageError(f"{path} is not a readable .npy file ({error}); re-run {producer}") from error
 
-    def load_embedding(self, path, producer, rows=None, **kwargs):
+    def load_embedding(self, path, producer=None, rows=None, **kwargs):
         """A 2-D float array with finite, non-zero rows (and `rows` of them, when given)."""
+        producer = producer or self.layout.producer(path)
         array = self.load_array(path, producer, **kwargs)
         if array.ndim != 2 or array.shape[0] == 0:
             raise StageError(f"{path} should be a non-empty N x D array, got shape {array.shape}; re-run {producer}")
@@ -211,7 +193,7 @@ class StageRun:
             raise StageError(f"{path} has shape {labels.shape} but its embeddings have {num_rows} rows: re-run image_embedding.py")
         return labels.astype(np.int64)
 
-    def load_json(self, path, producer, **kwargs):
+    def load_json(self, path, producer=None, **kwargs):
         self.check_input(path, producer, **kwargs)
         with open(path) as f:
             return json.load(f)
@@ -246,8 +228,8 @@ class StageRun:
         # with no sidecar (treated as hand-placed), never a new file under an old sidecar.
         if os.path.exists(sidecar_path(path)):
             os.remove(sidecar_path(path))
-        _atomic(path, write)
-        _atomic(sidecar_path(path), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        atomic_write(path, write)
+        atomic_write(sidecar_path(path), lambda f: f.write(json.dumps(meta, indent=1).encode()))
         return path
 
     def save_array(self, path, array, extra=None):
@@ -263,8 +245,6 @@ class StageRun:
 
     def save_csv(self, path, header, rows, extra=None):
         def write(f):
-            import io
-
             text = io.StringIO(newline="")
             writer = csv.writer(text, lineterminator="\n")
             writer.writerow(header)
@@ -281,23 +261,3 @@ class StageRun:
 
         return self._write(path, lambda f: torch.save(obj, f), extra)
 
-
-def read_csv_column(path, column):
-    """One column of a CSV as strings, read with the csv module: the word `null` stays `null`."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or column not in reader.fieldnames:
-            raise StageError(f"{path} has no column {column!r} (header: {reader.fieldnames}); the vocabulary needs a header with {column!r}")
-        return [row[column] for row in reader]
-
-
-def run_main(main):
-    """Run a script's main(), turning a StageError into one line on stderr and exit code 2."""
-    try:
-        main()
-    except StageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: no partial output was written", file=sys.stderr)
-        sys.exit(130)
