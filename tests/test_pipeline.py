@@ -81,6 +81,19 @@ def test_run_pipeline_reuses_up_to_date_stages_and_saves_the_table(tmp_path, tin
     assert again.stdout.count("up to date") == 7
     assert (folder / "summary.md").read_text() == table
 
+    # Reuse depends only on what changes the bytes: another dataset (and another --device) reuses
+    # the vocabulary without rewriting it, and the first dataset stays up to date.
+    import shutil
+
+    second = tmp_path / "other_shapes"
+    shutil.copytree(image_folder, second)
+    vocab_meta = tmp_path / "data" / "nouns" / "tiny-clip" / "noun_embedding.npy.meta.json"
+    before = vocab_meta.read_text()
+    other_dataset = run_script("run_pipeline.py", *[f"folder:{second}" if str(a).startswith("folder:") else a for a in argv], "--device", "cpu")
+    assert "== text_embedding.py: up to date" in other_dataset.stdout and "== filter_nouns.py --data-dir" in other_dataset.stdout
+    assert vocab_meta.read_text() == before
+    assert run_script("run_pipeline.py", *argv, "--device", "cpu").stdout.count("up to date") == 7
+
     # a new seed re-runs stages 3-6 only, in its own run folder beside the first, and is recorded
     other = run_script("run_pipeline.py", *argv, "--seeds", 3)
     assert other.stdout.count("up to date") == 2
