@@ -20,7 +20,10 @@ from utils.paths import Layout
 from utils.pipeline import SeedRun, add_pipeline_args, option, protocol, run_embeddings
 from utils.provenance import StageRun
 
-METHODS = (("image_kmeans", "image-only k-means"), ("concat_kmeans", "TAC without training"), ("head", "TAC (cluster heads)"))
+# (the metrics file as (FILES name, fields), the table's label)
+METHODS = ((("kmeans_metrics", {"method": "image_kmeans"}), "image-only k-means"),
+           (("kmeans_metrics", {"method": "concat_kmeans"}), "TAC without training"),
+           (("head_metrics", {"prefix": "head"}), "TAC (cluster heads)"))
 
 
 def build_parser():
@@ -35,7 +38,7 @@ def main():
     args = parse_args(build_parser())
     layout = Layout.of(args)
     summary = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=backbone_tag(args.backbone))
-    per_seed = {method: [] for method, _ in METHODS}
+    per_seed = {label: [] for _, label in METHODS}
     runs = []
     run_embeddings(args)
     clusters = option("--num-clusters", args.num_clusters)
@@ -47,9 +50,8 @@ def main():
         run.stage("concat_kmeans.py", ["--image-only"] + clusters)
         run.stage("concat_kmeans.py", clusters)
         run.stage("train_head.py", clusters + option("--epochs", args.epochs))
-        for method, _ in METHODS:
-            metrics_file = run.layout.path("kmeans_metrics", method=method) if method != "head" else run.layout.path("head_metrics", prefix="head")
-            per_seed[method].append(summary.load_json(metrics_file)["metrics"])
+        for (metrics_name, fields), label in METHODS:
+            per_seed[label].append(summary.load_json(run.layout.path(metrics_name, **fields))["metrics"])
     report = run.stage("name_clusters.py")[2] if args.report else None
     if any(m is None for results in per_seed.values() for m in results):
         print(f"the dataset has no labels: no table; predictions are in {os.path.join(layout.dataset, 'runs')}")
@@ -60,7 +62,7 @@ def main():
 
 
 def save_table(args, summary, per_seed, runs):
-    rows = [(label, stack_metrics(per_seed[method])) for method, label in METHODS]
+    rows = [(label, stack_metrics(per_seed[label])) for _, label in METHODS]
     title = f"{args.dataset}, backbone {args.backbone}, seeds {' '.join(map(str, args.seeds))}, test split; {protocol(args)}"
     table = metrics_table(rows, title)
     extra = {"runs": runs, "protocol": protocol(args)}

@@ -145,9 +145,13 @@ class StageRun:
             raise StageError(f"refusing to write {path}: it is outside --data-dir {self.data_dir}")
         return path
 
+    def _producer(self, path, producer):
+        """The script to name in an error about `path`: as given, else the one the contract names."""
+        return producer or self.layout.producer(path) or "the stage that makes it"
+
     def check_input(self, path, producer=None, match=("dataset", "backbone")):
         """Fail with a one-line fix unless `path` exists, matches this run and is up to date."""
-        producer = producer or self.layout.producer(path) or "the stage that makes it"
+        producer = self._producer(path, producer)
         if not os.path.exists(path):
             raise StageError(f"{path} is missing: run {producer} first")
         meta = read_sidecar(path)
@@ -163,7 +167,7 @@ class StageRun:
         return meta
 
     def load_array(self, path, producer=None, **kwargs):
-        producer = producer or self.layout.producer(path)
+        producer = self._producer(path, producer)
         self.check_input(path, producer, **kwargs)
         try:
             return np.load(path, allow_pickle=False)
@@ -172,7 +176,7 @@ class StageRun:
 
     def load_embedding(self, path, producer=None, rows=None, **kwargs):
         """A 2-D float array with finite, non-zero rows (and `rows` of them, when given)."""
-        producer = producer or self.layout.producer(path)
+        producer = self._producer(path, producer)
         array = self.load_array(path, producer, **kwargs)
         if array.ndim != 2 or array.shape[0] == 0:
             raise StageError(f"{path} should be a non-empty N x D array, got shape {array.shape}; re-run {producer}")
