@@ -5,6 +5,8 @@ not normalised), labels_{train,test}.npy (int64, -1 where the dataset has none) 
 image_index_{train,test}.npy (each row's index in the split, e.g. to find its file), and
 class_names.csv when the dataset names its classes.
 --train-subset N embeds a seeded random subset of N train images (for a quick run on a CPU).
+A backbone whose features need centring (lite0-minilm) is centred on the mean of the train
+embeddings written here; the mean is recorded in both splits' sidecars (`image_mean`).
 """
 import os
 
@@ -12,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from utils.backbones import embed_images, load_backbone
-from utils.config import base_parser, start_stage
+from utils.backbones import centre_on_train, embed_images, load_backbone
+from utils.config import add_runtime_arg, base_parser, start_stage
 from utils.datasets import build_transform, class_names, load_split
 from utils.errors import add_number, parse_args, run_main
 from utils.paths import SPLITS
@@ -25,6 +27,7 @@ def build_parser():
     add_number(parser, "--train-subset", int, 0, low=0, help="embed only a seeded random subset of this many train images (0: all)")
     add_number(parser, "--batch-size", int, 256, low=1)
     add_number(parser, "--workers", int, None, low=0, help="data-loading processes (default: 0 on the CPU, 8 on a GPU)")
+    add_runtime_arg(parser)
     return parser
 
 
@@ -35,9 +38,10 @@ def main():
     root = args.root or os.path.join(args.data_dir, "datasets")
     workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
 
-    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones)
+    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
     transform = build_transform(args.dataset, backbone)
-    for split in SPLITS:
+    mean = None
+    for split in SPLITS:  # train first: its mean centres both splits
         dataset = load_split(args.dataset, split, root, transform)
         index = np.arange(len(dataset))
         if split == "train" and 0 < args.train_subset < len(dataset):
@@ -46,7 +50,9 @@ def main():
             print(f"train: a seeded subset of {len(index)} images (--train-subset, seed {args.seed})")
         with torch.inference_mode():
             features, labels = embed_images(backbone, dataset, args.batch_size, workers, desc=f"{split} images")
-        run.save_array(run.path("image_embedding", split=split), features)
+        features, mean = centre_on_train(backbone, features, split, mean)
+        centring = {} if mean is None else {"centred_on": "the mean of the train embeddings", "image_mean": mean.tolist()}
+        run.save_array(run.path("image_embedding", split=split), features, {"runtime": backbone.runtime, **centring})
         run.save_array(run.path("labels", split=split), labels)
         run.save_array(run.path("image_index", split=split), index.astype(np.int64))
         names = class_names(args.dataset, dataset)

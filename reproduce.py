@@ -22,11 +22,10 @@ import argparse
 import csv
 import itertools
 
-from utils.backbones import backbone_tag
 from utils.errors import add_number, parse_args, run_main
 from utils.losses import ALL_TERMS
 from utils.metrics import metrics_table, stack_metrics
-from utils.paths import Layout
+from utils.paths import Layout, backbone_tag
 from utils.pipeline import (
     ROOT,
     SeedRun,

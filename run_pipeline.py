@@ -1,5 +1,6 @@
-"""Run the six stages in order, each as its own script, reusing every stage whose outputs are up
-to date (made by the same code with the same arguments from unchanged inputs), then print and save
+"""Run the six stages in order (each in this process, with the arguments its own script takes),
+reusing every stage whose outputs are up to date (made by the same code with the same arguments
+from unchanged inputs), then print and save
 a table of image-only k-means, TAC without training (concat k-means) and TAC (cluster heads).
 With --report it ends with named clusters and a report (name_clusters.py), the main output for
 a folder of unlabelled photos (--dataset folder:<path> --num-clusters K).
@@ -13,10 +14,9 @@ subset of --train-subset.
 import argparse
 import os
 
-from utils.backbones import backbone_tag
 from utils.errors import parse_args, run_main
 from utils.metrics import metrics_table, stack_metrics
-from utils.paths import Layout
+from utils.paths import Layout, backbone_tag
 from utils.pipeline import SeedRun, add_pipeline_args, option, protocol, run_embeddings
 from utils.provenance import StageRun
 

@@ -8,7 +8,7 @@ words in the same row order). The CSV is read with the csv module, so the word `
 import os
 
 from utils.backbones import load_backbone
-from utils.config import base_parser, start_stage
+from utils.config import add_runtime_arg, base_parser, start_stage
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.text_space import TEMPLATES, encode_vocabulary, read_csv_column
 
@@ -17,7 +17,8 @@ def build_parser():
     parser = base_parser(__doc__)
     parser.add_argument("--nouns", default=None, help="CSV with a `word` column (default: <data-dir>/WordNetNouns.csv)")
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), help="prompt templates with {} for the word (default: the authors' 7)")
-    add_number(parser, "--batch-size", int, 256, low=1, help="prompts per forward pass")
+    add_number(parser, "--batch-size", int, 256, low=1, help="prompts per call of the encoder (it splits them further on a CPU)")
+    add_runtime_arg(parser)
     return parser
 
 
@@ -37,9 +38,9 @@ def main():
         raise StageError(f"template {bad[0]!r} needs exactly one {{}} where the word goes")
     if not words:
         raise StageError(f"{vocabulary} has no words")
-    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones)
+    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
     embedding, num_prompts = encode_vocabulary(backbone, words, args.templates, args.batch_size)
-    extra = {"templates": args.templates, "distinct_prompts": num_prompts, "vocabulary_rows": len(words)}
+    extra = {"templates": args.templates, "distinct_prompts": num_prompts, "vocabulary_rows": len(words), "runtime": backbone.runtime}
     run.save_csv(run.path("nouns"), ["word"], [[w] for w in words], extra)
     run.save_array(run.path("noun_embedding"), embedding, extra)
     print(f"{len(words)} nouns ({len(set(words))} distinct, {num_prompts} distinct prompts) x {embedding.shape[1]} dims -> {out}")

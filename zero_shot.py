@@ -10,7 +10,7 @@ import numpy as np
 
 from utils.backbones import load_backbone
 from utils.clustering import l2_normalize
-from utils.config import base_parser, start_stage
+from utils.config import add_runtime_arg, base_parser, start_stage
 from utils.errors import StageError, parse_args, run_main
 from utils.metrics import evaluate, format_metrics
 from utils.text_space import TEMPLATES, encode_vocabulary, read_csv_column
@@ -19,6 +19,7 @@ from utils.text_space import TEMPLATES, encode_vocabulary, read_csv_column
 def build_parser():
     parser = base_parser(__doc__, runs=True)
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), help="prompt templates with {} for the class name")
+    add_runtime_arg(parser)
     return parser
 
 
@@ -32,7 +33,7 @@ def main():
     names = read_csv_column(names_path, "name")
     if labels.max() >= len(names):
         raise StageError(f"labels go up to {labels.max()} but class_names.csv has {len(names)} names: re-run image_embedding.py")
-    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones)
+    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
     classes, _ = encode_vocabulary(backbone, names, args.templates)
     preds = (l2_normalize(images) @ l2_normalize(classes).T).argmax(1).astype(np.int64)
     metrics = evaluate(labels, preds)

@@ -1,9 +1,13 @@
 """Shared fixtures: a tiny randomly initialised CLIP saved as a checkpoint that clip.load(path)
 accepts, a generated image folder, and a tiny vocabulary."""
+import contextlib
 import csv
+import io
 import os
 import subprocess
 import sys
+import traceback
+import warnings
 
 import numpy as np
 import pytest
@@ -12,11 +16,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def run_script(script, *args, cwd=ROOT, check=True):
-    """Run a stage script as a user would, from a shell; return the completed process."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=cwd, env=env,
-                            capture_output=True, text=True)
+def run_script(script, *args, cwd=ROOT, check=True, cli=False):
+    """Run a script with these arguments; return a CompletedProcess (exit code, stdout, stderr).
+
+    A top-level script runs in this process, as the drivers run stages (utils.pipeline.call_script:
+    the same parsing, messages and exit code, without a new interpreter importing torch again);
+    cli=True, another working directory or a script in a subfolder runs it from a shell instead."""
+    argv = [str(a) for a in args]
+    if cli or cwd != ROOT or os.sep in script:
+        env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+        result = subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], cwd=cwd, env=env, capture_output=True, text=True)
+    else:
+        from utils.pipeline import call_script
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                code = call_script(script, argv)
+            except Exception:  # a crash: its traceback, as Python would print it, and exit code 1
+                traceback.print_exc()
+                code = 1
+        result = subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
     if check and result.returncode != 0:
         raise AssertionError(f"{script} {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
     return result

@@ -56,10 +56,10 @@ def files_under(path):
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
-def fails(script, *args, match):
+def fails(script, *args, match, cli=False):
     """Run a script that must fail: exit 2, no traceback, one error line (the last on stderr, after
-    any progress bar) containing `match`."""
-    result = run_script(script, *args, check=False)
+    any progress bar) containing `match`. In this process unless cli (see conftest.run_script)."""
+    result = run_script(script, *args, check=False, cli=cli)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and [line for line in lines if line.startswith("error: ")] == lines[-1:], result.stderr
@@ -90,6 +90,15 @@ def test_missing_input_names_the_stage_that_makes_it(planted, script, remove, fi
 
 def test_missing_vocabulary_names_the_builder(tmp_path):
     fails("text_embedding.py", "--data-dir", tmp_path, "--backbone", "x", match="run data/build_wordnet_nouns.py")
+
+
+@pytest.mark.parametrize("script, args, match", [
+    ("filter_nouns.py", [], "run image_embedding.py"),
+    ("retrieve_text.py", ["--tau", "nan"], "--tau must be a finite number > 0, got nan"),
+])
+def test_from_a_shell_a_fault_is_one_line_and_exit_code_2(tmp_path, script, args, match):
+    """The same answers from a real `python script ...` process as from the in-process runs above."""
+    fails(script, "--data-dir", tmp_path, *COMMON, *args, match=match, cli=True)
 
 
 def test_input_made_for_another_backbone(planted):

@@ -77,7 +77,7 @@ def test_run_pipeline_reuses_up_to_date_stages_and_saves_the_table(tmp_path, tin
     table = (folder / "summary.md").read_text()
     for method in ("image-only k-means", "TAC without training", "TAC (cluster heads)"):
         assert f"| {method} |" in table and f"| {method} |" in first.stdout
-    again = run_script("run_pipeline.py", *argv)
+    again = run_script("run_pipeline.py", *argv, cli=True)  # from a shell: what ran in-process is reused
     assert again.stdout.count("up to date") == 7
     assert (folder / "summary.md").read_text() == table
 

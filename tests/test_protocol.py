@@ -70,12 +70,12 @@ def partition(labels):
     return sorted(tuple(np.flatnonzero(labels == c)) for c in np.unique(labels))
 
 
-def stages_3_to_5(data, *extra, kmeans=()):
+def stages_3_to_5(data, *extra, kmeans=(), cli=False):
     """Stages 3-5 with the default settings; `kmeans` goes to the two k-means stages only."""
     common = ["--data-dir", data, "--dataset", "random", "--backbone", "hand", *extra]
-    run_script("filter_nouns.py", *common, *kmeans, "--k", CENTERS, "--gamma", GAMMA)
-    run_script("retrieve_text.py", *common)
-    run_script("concat_kmeans.py", *common, *kmeans)
+    run_script("filter_nouns.py", *common, *kmeans, "--k", CENTERS, "--gamma", GAMMA, cli=cli)
+    run_script("retrieve_text.py", *common, cli=cli)
+    run_script("concat_kmeans.py", *common, *kmeans, cli=cli)
 
 
 def test_default_kmeans_seed_reproduces_the_authors_run_exactly(tmp_path):
@@ -98,11 +98,12 @@ def test_default_kmeans_seed_reproduces_the_authors_run_exactly(tmp_path):
 
 
 def test_same_command_same_bytes_and_runs_side_by_side(tmp_path):
+    """Run a in this process after other stages, run b from a shell, each its own process: same bytes."""
     data, folder, _, _ = write_random_embeddings(tmp_path)
     heads = ["train_head.py", "--data-dir", data, "--dataset", "random", "--backbone", "hand", "--epochs", 2, "--batch-size", 128, "--neighbors", 10]
-    for run in ("a", "b"):
-        stages_3_to_5(data, "--run", run)
-        run_script(*heads, "--run", run)
+    for run, cli in (("a", False), ("b", True)):
+        stages_3_to_5(data, "--run", run, cli=cli)
+        run_script(*heads, "--run", run, cli=cli)
     run_script(*heads, "--run", "a", "--seed", 1, "--out-prefix", "head_seed1")
     runs = folder / "runs"
     for name in ("kept_nouns.npy", "retrieved_text_train.npy", "concat_kmeans_preds.npy", "head_preds.npy"):

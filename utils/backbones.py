@@ -10,49 +10,62 @@ path, or an offline joint space registered in OFFLINE_BACKBONES.
 """
 import os
 
+import numpy as np
 import torch
 
 from utils.errors import StageError
+from utils.onnx_runtime import OnnxModule, in_chunks, resolve_runtime
+from utils.paths import backbone_tag  # noqa: F401  (the folder name of a backbone, used with it)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# name -> "module:function" of an offline backbone, `function(device, cache_dir) -> backbone`;
+# name -> function of utils/offline_backbone.py, `function(device, cache_dir, runtime) -> backbone`;
 # imported lazily so the CLIP path never needs their packages.
-OFFLINE_BACKBONES = {
-    "lite0-minilm": "utils.offline_backbone:load",
-    "lite0-conse": "utils.offline_backbone:load_conse",
-}
-
-
-def backbone_tag(name):
-    """Folder name for a backbone: `ViT-B/32` -> `ViT-B-32`; a checkpoint path -> its file stem."""
-    if os.path.sep in name and (os.path.isfile(name) or name.endswith(".pt")):
-        return os.path.splitext(os.path.basename(name))[0]
-    return name.replace("/", "-")
+OFFLINE_BACKBONES = {"lite0-minilm": "load", "lite0-conse": "load_conse"}
 
 
 class ClipBackbone:
-    """The OpenAI CLIP model behind the shared contract, run in fp32 on the CPU and fp16 on the GPU."""
+    """The OpenAI CLIP model behind the shared contract, run in fp32 on the CPU and fp16 on the GPU;
+    on the CPU the image tower runs through ONNX Runtime unless runtime="torch"."""
 
-    def __init__(self, model, device):
+    image_chunk, text_chunk = 16, 64  # rows per forward pass on the CPU (measured: small batches stay in cache)
+
+    def __init__(self, model, device, runtime="auto"):
         self.model = model.eval()
         self.device = device
         self.input_resolution = model.visual.input_resolution
         self.mean, self.std = CLIP_MEAN, CLIP_STD
         self.width = model.text_projection.shape[1]
         self.dtype = model.dtype
+        self.runtime = resolve_runtime(runtime, device)
+        if self.runtime == "onnxruntime":
+            example = torch.zeros(2, 3, self.input_resolution, self.input_resolution)
+            self.onnx_image = OnnxModule(model.visual.float(), [example], ["images"], ["features"], {"images": {0: "batch"}})
 
     @torch.no_grad()
     def encode_image(self, images):
+        if self.runtime == "onnxruntime":
+            return in_chunks(lambda part: self.onnx_image(part)[0], images.float(), self.image_chunk)
         return self.model.encode_image(images.to(self.device, self.dtype)).float()
 
     @torch.no_grad()
     def encode_text(self, texts):
+        """Features of prompts, sorted by token count into chunks so that each chunk's context is
+        cut to a near-common length (on a GPU: one chunk), returned in the callers' order."""
         import clip
 
-        tokens = clip.tokenize(texts, truncate=True).to(self.device)
-        return self.encode_tokens_trimmed(tokens).float()
+        tokens = clip.tokenize(texts, truncate=True)
+        lengths = (tokens != 0).sum(1)
+        order = torch.argsort(lengths, stable=True)
+        on_cpu = self.device.type == "cpu"
+        # the shared prefix saves FLOPs, which bound a CPU; a GPU at these batch sizes is bound by
+        # kernel launches, which it doubles (measured on an H200: 5,600 against 9,200 prompts/s)
+        encode = self.encode_tokens_shared_prefix if on_cpu else self.encode_tokens_trimmed
+        out = torch.empty(len(texts), self.width, device=self.device)
+        for rows in order.split(self.text_chunk if on_cpu else len(texts)):
+            out[rows.to(self.device)] = encode(tokens[rows].to(self.device)).float()
+        return out
 
     def encode_tokens_trimmed(self, tokens):
         """CLIP's encode_text with the context cut to the longest prompt of the batch.
@@ -73,6 +86,44 @@ class ClipBackbone:
         eot = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
         return x[torch.arange(x.shape[0]), eot] @ model.text_projection
 
+    def encode_tokens_shared_prefix(self, tokens):
+        """encode_tokens_trimmed, with the tokens that every prompt of the batch starts with (the
+        template's `<start> a photo of a`) run once instead of once per prompt.
+
+        Exact for the same reason: under the causal mask a position's state depends only on the
+        tokens up to it, so a shared prefix has the same states in every prompt. The prompts' own
+        tokens attend to the prefix's keys and values and, causally, to each other's.
+        """
+        model, dtype = self.model, self.dtype
+        length = int((tokens != 0).sum(1).max())
+        tokens = tokens[:, :length]
+        eot = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
+        same = (tokens == tokens[:1]).all(0).int().cumprod(0)
+        shared = min(int(same.sum()), int(eot.min()))  # the end-of-text token stays with each prompt
+        if shared < 2 or len(tokens) < 2:
+            return self.encode_tokens_trimmed(tokens)
+
+        def embed(part, positions):
+            x = model.token_embedding(part).type(dtype) + model.positional_embedding[positions].type(dtype)
+            return x.permute(1, 0, 2)  # sequence first, as CLIP's transformer expects
+
+        def causal(rows, past):
+            mask = torch.zeros(rows, past + rows, device=tokens.device)
+            mask[:, past:] = torch.full((rows, rows), float("-inf"), device=tokens.device).triu_(1)
+            return mask.type(dtype)
+
+        prefix, own = embed(tokens[:1, :shared], slice(0, shared)), embed(tokens[:, shared:], slice(shared, length))
+        prefix_mask, own_mask = causal(shared, 0), causal(length - shared, shared)
+        for block in model.transformer.resblocks:
+            p, o = block.ln_1(prefix), block.ln_1(own)
+            context = torch.cat([p.expand(-1, len(tokens), -1), o])
+            own = own + block.attn(o, context, context, need_weights=False, attn_mask=own_mask)[0]
+            own = own + block.mlp(block.ln_2(own))
+            prefix = prefix + block.attn(p, p, p, need_weights=False, attn_mask=prefix_mask)[0]
+            prefix = prefix + block.mlp(block.ln_2(prefix))
+        x = model.ln_final(own.permute(1, 0, 2)).type(dtype)
+        return x[torch.arange(x.shape[0]), eot - shared] @ model.text_projection
+
 
 def save_random_clip(path, seed=0, embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
                      transformer_width=64, transformer_layers=2):
@@ -92,7 +143,7 @@ def save_random_clip(path, seed=0, embed_dim=32, image_resolution=32, vision_lay
     return str(path)
 
 
-def load_clip(name, device):
+def load_clip(name, device, runtime="auto"):
     import clip
 
     known = list(clip.available_models())
@@ -104,21 +155,31 @@ def load_clip(name, device):
         model, _ = clip.load(name, device=device, jit=False)
     except (RuntimeError, OSError) as error:
         raise StageError(f"could not load CLIP backbone {name!r} ({error}); check the network, or pass a local checkpoint path with --backbone") from error
-    return ClipBackbone(model, device)
+    return ClipBackbone(model, device, runtime)
 
 
-def load_backbone(name, device, cache_dir=None):
+def load_backbone(name, device, cache_dir=None, runtime="auto"):
+    """The backbone `name` on `device`; runtime "auto" runs the fixed encoders through ONNX Runtime
+    on the CPU where it is installed (utils/onnx_runtime.py), "torch" through PyTorch."""
     if name in OFFLINE_BACKBONES:
-        import importlib
+        from utils import offline_backbone
 
-        module, function = OFFLINE_BACKBONES[name].split(":")
-        return getattr(importlib.import_module(module), function)(device=device, cache_dir=cache_dir)
-    return load_clip(name, device)
+        return getattr(offline_backbone, OFFLINE_BACKBONES[name])(device=device, cache_dir=cache_dir, runtime=runtime)
+    return load_clip(name, device, runtime)
+
+
+def centre_on_train(backbone, features, split, mean):
+    """Backbones with `centre_on_train` (lite0-minilm) give raw features that stage 1 centres on the
+    mean of the train split's own embeddings: returns (centred features, mean), mean from train."""
+    if not getattr(backbone, "centre_on_train", False):
+        return features, None
+    if split == "train":
+        mean = features.astype(np.float64).mean(axis=0)
+    return (features - mean).astype(np.float32), mean
 
 
 def embed_images(backbone, dataset, batch_size, workers, desc):
     """Image features (float32, N x D, as the encoder gives them) and labels of a whole dataset."""
-    import numpy as np
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 

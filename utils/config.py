@@ -23,6 +23,8 @@ LARGE_DATASETS = ("ucf101", "imagenet")
 AUTHORS_KMEANS_SEED = 1234
 SEED_MAX = 2**31 - 1
 
+RUNTIMES = ("auto", "torch", "onnxruntime")
+
 
 def base_parser(description, runs=False):
     """The arguments of every stage; `runs` adds --run (stages 3-6 and what reads their outputs)."""
@@ -37,6 +39,13 @@ def base_parser(description, runs=False):
                             help="read and write this stage's files in data/<ds>/<bb>/runs/RUN/ (embeddings and vocabulary stay shared); "
                                  "default: data/<ds>/<bb>/ itself")
     return parser
+
+
+def add_runtime_arg(parser):
+    """--runtime of the scripts that run an encoder (utils/onnx_runtime.py)."""
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                        help="what runs the encoders: auto = ONNX Runtime on the CPU (faster, equal to 1e-5) and PyTorch on a GPU; "
+                             "torch = PyTorch everywhere")
 
 
 def add_num_clusters(parser):
@@ -72,8 +81,7 @@ def pick_device(choice):
 def start_stage(script, args, uses_dataset=True):
     """What every stage does first: choose the device, seed everything, open its StageRun (which
     knows the stage's files: paths.Layout of data/<ds>/<bb>, its run folder and the vocabulary's)."""
-    from utils.backbones import backbone_tag
-    from utils.paths import ensure_writable
+    from utils.paths import backbone_tag, ensure_writable
     from utils.provenance import StageRun
 
     ensure_writable(args.data_dir)

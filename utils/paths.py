@@ -97,6 +97,13 @@ def byte_relevant_args(script, args):
     return {k: v for k, v in args.items() if k not in ignored}
 
 
+def backbone_tag(name):
+    """Folder name for a backbone: `ViT-B/32` -> `ViT-B-32`; a checkpoint path -> its file stem."""
+    if os.path.sep in name and (os.path.isfile(name) or name.endswith(".pt")):
+        return os.path.splitext(os.path.basename(name))[0]
+    return name.replace("/", "-")
+
+
 def dataset_tag(dataset):
     """Folder name for a dataset: `folder:/photos/trip` -> `folder-trip`."""
     if dataset.startswith("folder:"):
@@ -137,8 +144,6 @@ class Layout:
     @classmethod
     def of(cls, args, run=None):
         """The layout of parsed stage or driver arguments."""
-        from utils.backbones import backbone_tag
-
         return cls(args.data_dir, getattr(args, "dataset", None), backbone_tag(args.backbone), run or getattr(args, "run", None))
 
     def path(self, name, **fields):

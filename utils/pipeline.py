@@ -1,15 +1,14 @@
-"""Running stage scripts from a driver (run_pipeline.py, reproduce.py): each stage runs as its own
-script, as a user would run it, and is skipped when every output it would write is up to date
+"""Running stage scripts from a driver (run_pipeline.py, reproduce.py): each stage runs with the
+arguments a user would give it (in the driver's process, as `python script ...` would), and is skipped when every output it would write is up to date
 (made by the same code from inputs unchanged since, with the same arguments apart from those
 that cannot change the bytes). Every (variant, seed) of stages 3-6 gets its own run folder, named
 by what it varies, so runs never overwrite each other and tables share the runs they have in common."""
 import importlib
 import os
-import subprocess
 import sys
 
-from utils.config import AUTHORS_KMEANS_SEED, SEED_MAX
-from utils.errors import StageError, add_number
+from utils.config import AUTHORS_KMEANS_SEED, SEED_MAX, add_runtime_arg
+from utils.errors import StageError, add_number, run_main
 from utils.paths import Layout
 from utils.provenance import up_to_date
 
@@ -26,9 +25,28 @@ def run_stage(script, argv):
         print(f"== {script}: up to date, reusing {os.path.dirname(outputs[0])}", flush=True)
         return outputs
     print(f"== {script} {' '.join(map(str, argv))}", flush=True)
-    if subprocess.run([sys.executable, path, *map(str, argv)]).returncode != 0:
+    if call_script(script, argv) != 0:
         raise StageError(f"{script} failed (its message is above); fix that and run this command again: finished stages are reused")
     return outputs
+
+
+def call_script(script, argv):
+    """`python script argv` in this process: the same parsing, messages and exit code (returned),
+    without starting Python and importing torch again (about 3 s a stage). Each stage seeds
+    everything it uses when it starts, so its outputs are the same bytes as from its own process."""
+    module = importlib.import_module(script[:-3])
+    saved = sys.argv
+    sys.argv = [os.path.join(ROOT, script), *map(str, argv)]
+    try:
+        run_main(module.main)
+    except SystemExit as done:
+        if isinstance(done.code, str):  # sys.exit("message"), as Python reports it
+            print(done.code, file=sys.stderr)
+            return 1
+        return done.code or 0
+    finally:
+        sys.argv = saved
+    return 0
 
 
 def option(name, value):
@@ -49,6 +67,7 @@ def add_pipeline_args(parser):
                         help=f"redraw the k-means of stages 3 and 5 for every seed (k-means seed {AUTHORS_KMEANS_SEED} + seed) instead of "
                              f"the authors' one draw ({AUTHORS_KMEANS_SEED}) shared by all seeds: the std then holds the k-means variance too")
     parser.add_argument("--root", default=None, help="image_embedding.py --root")
+    add_runtime_arg(parser)
     add_number(parser, "--train-subset", int, 0, low=0, help="image_embedding.py --train-subset")
     add_number(parser, "--subset-seed", int, 0, low=0, high=SEED_MAX, help="seed of the train subset")
     parser.add_argument("--nouns", default=None, help="text_embedding.py --nouns")
@@ -65,9 +84,11 @@ def common_argv(args):
 
 def run_embeddings(args):
     """Stages 1 and 2: deterministic, seeded only for the train subset."""
-    run_stage("image_embedding.py", common_argv(args) + ["--seed", args.subset_seed] + option("--root", args.root)
+    encoder = ["--runtime", args.runtime]
+    run_stage("image_embedding.py", common_argv(args) + encoder + ["--seed", args.subset_seed] + option("--root", args.root)
               + option("--train-subset", args.train_subset))
-    run_stage("text_embedding.py", common_argv(args) + ["--seed", 0] + option("--nouns", args.nouns) + option("--templates", args.templates))
+    run_stage("text_embedding.py", common_argv(args) + encoder + ["--seed", 0] + option("--nouns", args.nouns)
+              + option("--templates", args.templates))
 
 
 def kmeans_seed(args, seed):

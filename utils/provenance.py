@@ -8,6 +8,7 @@ backbone, and none of the inputs recorded in its sidecar changed since (else: re
 that made it). Files placed by hand (no sidecar) are accepted as they are: their size and mtime
 stand in for a run_id, so replacing them later still marks what was made from them as stale.
 """
+import ast
 import csv
 import datetime
 import hashlib
@@ -50,11 +51,31 @@ def fingerprint(path):
     return f"file:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def project_imports(path):
+    """The utils modules a source file imports anywhere in it (lazy imports in functions included)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.update(f"utils.{a.name}" for a in node.names) if node.module == "utils" else names.add(node.module)
+    files = (os.path.join(PROJECT_ROOT, *name.split(".")) + ".py" for name in names if name.startswith("utils."))
+    return {f for f in files if os.path.isfile(f)}
+
+
 def code_files(script):
-    """The stage script and the project modules loaded while it ran (lazy imports included)."""
-    used = {os.path.abspath(m.__file__) for name, m in list(sys.modules.items())
-            if (name == "utils" or name.startswith("utils.")) and getattr(m, "__file__", None)}
-    return [os.path.relpath(p, PROJECT_ROOT) for p in [os.path.abspath(script)] + sorted(used)]
+    """The script and every project module it imports, directly or through another, read from the
+    sources: the same list whether the stage runs alone or in a driver's process after others."""
+    found, todo = set(), [os.path.abspath(script)]
+    while todo:
+        path = todo.pop()
+        if path not in found:
+            found.add(path)
+            todo.extend(project_imports(path) - found)
+    found.discard(os.path.abspath(script))
+    return [os.path.relpath(p, PROJECT_ROOT) for p in [os.path.abspath(script)] + sorted(found)]
 
 
 def code_hash(files):

@@ -36,16 +36,21 @@ def read_csv_column(path, column):
 def encode_vocabulary(backbone, words, templates=TEMPLATES, batch_size=256):
     """Mean of the raw (unnormalised) text features of each word's prompts, one row per word.
 
-    Each distinct prompt is encoded once (the vocabulary repeats words), in batches of prompts
-    sorted by length so that trimming the context to the batch's longest prompt pays off.
+    Each distinct prompt is encoded once (the vocabulary repeats words), in batches of prompts of
+    one template sorted by length, so that trimming the context to the batch's longest prompt and
+    running the template's shared start once (a CLIP backbone does both) pay off.
     """
-    prompt_ids = {}
+    prompt_ids, template_of = {}, []
     rows = np.empty((len(words), len(templates)), dtype=np.int64)
     for i, word in enumerate(words):
         for j, template in enumerate(templates):
-            rows[i, j] = prompt_ids.setdefault(template.format(word), len(prompt_ids))
+            prompt = template.format(word)
+            if prompt not in prompt_ids:
+                prompt_ids[prompt] = len(prompt_ids)
+                template_of.append(j)
+            rows[i, j] = prompt_ids[prompt]
     prompts = list(prompt_ids)
-    order = sorted(range(len(prompts)), key=lambda p: len(prompts[p]))
+    order = sorted(range(len(prompts)), key=lambda p: (template_of[p], len(prompts[p])))
     features = None
     with tqdm(total=len(prompts), desc=f"encoding {len(prompts)} distinct prompts", unit="prompt") as bar:
         for start in range(0, len(order), batch_size):
