@@ -111,9 +111,9 @@ class _Lite0:
         if self.runtime == "onnxruntime":
             example = torch.zeros(2, 3, self.input_resolution, self.input_resolution)
             self.onnx_image = OnnxModule(_Pooled(self.net).float(), [example], ["images"], ["pooled", "logits"], {"images": {0: "batch"}})
-            tokens = self.tokenize(["a photo of a cat.", "a dog"])
-            self.onnx_text = OnnxModule(_MeanPooledSentences(self.text_model[0].auto_model), [tokens["input_ids"], tokens["attention_mask"]],
-                                        ["ids", "mask"], ["sentence"], {"ids": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}})
+            self.onnx_text = OnnxModule(_MeanPooledSentences(self.text_model[0].auto_model), self.tokenize(["a photo of a cat.", "a dog"]),
+                                        ["ids", "mask"], ["sentence"], {"ids": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}},
+                                        one_thread_per_call=True)
 
     @torch.no_grad()
     def features_and_logits(self, images):
@@ -125,20 +125,24 @@ class _Lite0:
             lambda part: _Pooled(self.net)(part.contiguous(memory_format=torch.channels_last)), images, self.torch_chunk)]
 
     def tokenize(self, texts):
-        return self.text_model.tokenize(list(texts))
+        """The pipeline's own tokenisation (truncation, padding to the longest text)."""
+        tokens = self.text_model.preprocess(list(texts))
+        return tokens["input_ids"], tokens["attention_mask"]
 
     @torch.no_grad()
     def sentences(self, texts):
         if self.runtime != "onnxruntime":
             return self.text_model.encode(list(texts), convert_to_tensor=True, batch_size=256, show_progress_bar=False).float()
-        # sorted by token count so that a chunk pads little, then put back in the callers' order
-        lengths = [len(ids) for ids in self.text_model.tokenizer(list(texts))["input_ids"]]
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        # tokenised once, then chunks of texts of near-equal token counts, each cut to its longest
+        # text (exact: padding is masked), put back in the callers' order
+        ids, mask = self.tokenize(texts)
+        lengths = mask.sum(1)
+        chunks = torch.argsort(lengths, stable=True).split(self.sentence_chunk)
+        cut = [int(lengths[rows].max()) for rows in chunks]
+        outputs = self.onnx_text.map([(ids[rows, :n], mask[rows, :n]) for rows, n in zip(chunks, cut)])
         out = torch.empty(len(texts), 384)
-        for start in range(0, len(order), self.sentence_chunk):
-            rows = order[start:start + self.sentence_chunk]
-            tokens = self.tokenize([texts[r] for r in rows])
-            out[rows] = self.onnx_text(tokens["input_ids"], tokens["attention_mask"])[0]
+        for rows, (sentence,) in zip(chunks, outputs):
+            out[rows] = sentence
         return out.to(self.device)
 
 

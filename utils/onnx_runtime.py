@@ -33,7 +33,9 @@ class OnnxModule:
     """A torch module exported to ONNX and run by ONNX Runtime on the CPU; called on tensors, it
     returns a list of tensors (one per output). Inputs named in `dynamic` may vary in those axes."""
 
-    def __init__(self, module, example_inputs, input_names, output_names, dynamic):
+    def __init__(self, module, example_inputs, input_names, output_names, dynamic, one_thread_per_call=False):
+        """one_thread_per_call: each call runs on one thread and `map` runs calls side by side on
+        as many threads as PyTorch uses (faster for small matrices, e.g. short sentences)."""
         import onnxruntime as ort
 
         buffer = io.BytesIO()
@@ -42,14 +44,26 @@ class OnnxModule:
             torch.onnx.export(module.eval(), tuple(example_inputs), buffer, input_names=list(input_names),
                               output_names=list(output_names), dynamic_axes=dynamic, opset_version=17, dynamo=False)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # the same thread setting as PyTorch's
+        self.threads = torch.get_num_threads()  # the same thread setting as PyTorch's
+        options.intra_op_num_threads = 1 if one_thread_per_call else self.threads
         options.log_severity_level = 3
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
         self.input_names = list(input_names)
+        self.one_thread_per_call = one_thread_per_call
 
     def __call__(self, *inputs):
         feeds = {name: np.ascontiguousarray(x.detach().cpu().numpy()) for name, x in zip(self.input_names, inputs)}
         return [torch.from_numpy(out) for out in self.session.run(None, feeds)]
+
+    def map(self, calls):
+        """self(*inputs) for each inputs in `calls`, side by side when one_thread_per_call (ONNX
+        Runtime releases the GIL; one session serves concurrent calls with one copy of the weights)."""
+        if not self.one_thread_per_call or self.threads == 1:
+            return [self(*inputs) for inputs in calls]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.threads) as pool:
+            return list(pool.map(lambda inputs: self(*inputs), calls))
 
 
 def in_chunks(function, images, size):
