@@ -41,7 +41,7 @@ def main():
     if not args.image_only:
         texts = run.load_embedding(run.path("retrieved_text", split="test"), rows=("image_embedding_test.npy", len(images)))
         features = np.concatenate([features, l2_normalize(texts)], axis=1)
-    k = num_clusters(args, labels)
+    k = num_clusters(args, labels, run, device)
     preds, _ = spherical_kmeans(features, k, device=device, **kmeans_settings(args))
     metrics = evaluate(labels, preds)
     extra = {"num_clusters": k, "kmeans": kmeans_settings(args)}

@@ -70,7 +70,7 @@ def main():
         k, why = args.k, "--k"
     else:  # Eq. 2 needs K: from --num-clusters or the train labels
         labels = run.load_labels(run.path("labels", split="train"), len(images), required=args.num_clusters is None)
-        k, why = default_num_centers(args.dataset, len(images), num_clusters(args, labels))
+        k, why = default_num_centers(args.dataset, len(images), num_clusters(args, labels, run, device))
     print(f"k = {k} semantic centers ({why}); {len(images)} train images, {len(words)} nouns, gamma = {args.gamma}")
 
     assignments, fallback, clustering = image_clusters(images, k, args.centers, args.kmeans_seed, kmeans_settings(args), device=device)

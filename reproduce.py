@@ -30,6 +30,7 @@ from utils.pipeline import (
     ROOT,
     SeedRun,
     add_pipeline_args,
+    clusters_argv,
     option,
     protocol,
     run_embeddings,
@@ -59,7 +60,7 @@ def experiments(args):
     """Rows of the command as (label, run variant, [(script, extra args)], metrics file as (FILES name, fields)).
 
     A row's stages run in the run folder of its variant and seed; rows of one variant share it."""
-    clusters = option("--num-clusters", args.num_clusters)
+    clusters = clusters_argv(args)
     filt = ("filter_nouns.py", option("--k", args.k) + clusters + option("--criterion", args.criterion))
     heads = ("train_head.py", clusters + option("--epochs", args.epochs))
     nouns = [filt, ("retrieve_text.py", [])]

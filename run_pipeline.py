@@ -17,7 +17,14 @@ import os
 from utils.errors import parse_args, run_main
 from utils.metrics import metrics_table, stack_metrics
 from utils.paths import Layout, backbone_tag
-from utils.pipeline import SeedRun, add_pipeline_args, option, protocol, run_embeddings
+from utils.pipeline import (
+    SeedRun,
+    add_pipeline_args,
+    clusters_argv,
+    option,
+    protocol,
+    run_embeddings,
+)
 from utils.provenance import StageRun
 
 # (the metrics file as (FILES name, fields), the table's label)
@@ -41,7 +48,7 @@ def main():
     per_seed = {label: [] for _, label in METHODS}
     runs = []
     run_embeddings(args)
-    clusters = option("--num-clusters", args.num_clusters)
+    clusters = clusters_argv(args)
     for seed in args.seeds:
         run = SeedRun(args, seed)
         runs.append(run.name)

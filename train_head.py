@@ -62,7 +62,7 @@ def main():
     texts = run.load_embedding(run.path("retrieved_text", split="train"), rows=("image_embedding_train.npy", len(images)))
     test_images = run.load_embedding(run.path("image_embedding", split="test"))
     test_labels = run.load_labels(run.path("labels", split="test"), len(test_images), required=args.num_clusters is None)
-    k = num_clusters(args, test_labels)
+    k = num_clusters(args, test_labels, run, device)
     if batch_size > len(images):
         print(f"note: --batch-size {batch_size} exceeds the {len(images)} train samples; using one batch of {len(images)}")
 

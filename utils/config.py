@@ -48,8 +48,16 @@ def add_runtime_arg(parser):
                              "torch = PyTorch everywhere")
 
 
+def num_clusters_value(text):
+    """--num-clusters: an integer, or `auto` (estimated from the data: utils/num_clusters.py)."""
+    return text if text == "auto" else int(text)
+
+
 def add_num_clusters(parser):
-    add_number(parser, "--num-clusters", int, None, low=2, help="K; default: the number of distinct labels")
+    add_number(parser, "--num-clusters", num_clusters_value, None, low=2,
+               help="K, or `auto` to estimate it without labels (silhouette over --auto-range); default: the number of distinct labels")
+    add_number(parser, "--auto-range", int, [2, 20], low=2, nargs=2, metavar=("MIN", "MAX"),
+               help="the K that --num-clusters auto tries")
 
 
 def add_kmeans_args(parser, niter, nredo):
@@ -100,8 +108,15 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def num_clusters(args, labels):
-    """K from --num-clusters, else from the labels (which must then exist)."""
+def num_clusters(args, labels, run=None, device=None):
+    """K from --num-clusters (`auto`: estimated by utils/num_clusters.py in `run`'s dataset folder,
+    recorded in the sidecars of what the stage writes: `run.record`), else from the labels."""
+    if args.num_clusters == "auto":
+        from utils.num_clusters import estimate
+
+        k, record = estimate(run, args, device)
+        run.record.update(record)
+        return k
     if args.num_clusters is not None:
         return args.num_clusters
     known = np.unique(labels[labels >= 0])

@@ -29,7 +29,7 @@ def add_number(parser, flag, kind, default=None, *, low=None, high=None, low_ope
 
 
 def describe_range(kind, low, high, low_open):
-    name = "an integer" if kind is int else "a finite number"
+    name = "a finite number" if kind is float else "an integer"
     parts = []
     if low is not None:
         parts.append(f"{'>' if low_open else '>='} {low}")
@@ -46,7 +46,7 @@ def check_ranges(parser, args):
         value = getattr(args, action.dest)
         low, high, low_open = action.allowed_range
         for number in value if isinstance(value, list) else [value]:
-            if number is None:
+            if number is None or isinstance(number, str):  # a word the argument's type allows (`auto`)
                 continue
             bad = (isinstance(number, float) and not math.isfinite(number)) or (
                 low is not None and (number <= low if low_open else number < low)) or (high is not None and number > high)

@@ -7,7 +7,12 @@ import importlib
 import os
 import sys
 
-from utils.config import AUTHORS_KMEANS_SEED, SEED_MAX, add_runtime_arg
+from utils.config import (
+    AUTHORS_KMEANS_SEED,
+    SEED_MAX,
+    add_num_clusters,
+    add_runtime_arg,
+)
 from utils.errors import StageError, add_number, run_main
 from utils.paths import Layout
 from utils.provenance import up_to_date
@@ -74,8 +79,13 @@ def add_pipeline_args(parser):
     parser.add_argument("--templates", nargs="+", default=None, help="text_embedding.py --templates")
     add_number(parser, "--k", int, None, low=1, help="filter_nouns.py --k")
     parser.add_argument("--criterion", default=None, help="filter_nouns.py --criterion: cluster by color, material, ...")
-    add_number(parser, "--num-clusters", int, None, low=2)
+    add_num_clusters(parser)
     add_number(parser, "--epochs", int, None, low=1, help="train_head.py --epochs")
+
+
+def clusters_argv(args):
+    """--num-clusters for stages 3, 5 and 6 (with --auto-range when it is `auto`)."""
+    return option("--num-clusters", args.num_clusters) + (option("--auto-range", args.auto_range) if args.num_clusters == "auto" else [])
 
 
 def common_argv(args):

@@ -156,6 +156,7 @@ class StageRun:
         self.data_dir = self.layout.data_dir
         self.expected = {"dataset": dataset, "backbone": backbone}
         self.inputs = {}
+        self.record = {}  # what every output's sidecar also records (e.g. how K was chosen)
 
     def path(self, name, **fields):
         return self.layout.path(name, **fields)
@@ -237,6 +238,7 @@ class StageRun:
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
             "run_id": uuid.uuid4().hex,
         }
+        meta.update(self.record)
         meta.update(extra or {})
         return meta
 
