@@ -73,6 +73,7 @@ def _figure(scores, chosen):
     figure, axis = plt.subplots(figsize=(5, 3.5))
     ks = sorted(scores)
     axis.plot(ks, [scores[k] for k in ks], marker="o", ms=3)
+    axis.set_xticks(ks if len(ks) <= 25 else ks[::max(1, len(ks) // 20)])
     axis.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen K = {chosen}")
     axis.set(xlabel="K", ylabel="mean silhouette (cosine)", title="--num-clusters auto")
     axis.legend()
