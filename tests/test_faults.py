@@ -283,6 +283,16 @@ def test_numeric_argument_out_of_range_names_the_flag_and_its_range(planted, scr
     assert files_under(data) == before
 
 
+@pytest.mark.parametrize("extra, match", [
+    (["--num-clusters", "auto", "--auto-range", 6, 3], "--auto-range 6 3: MIN must not exceed MAX"),
+    (["--num-clusters", "many"], "argument --num-clusters: expected an integer K or `auto`, got 'many' (see filter_nouns.py --help)"),
+    (["--num-clusters", 1], "--num-clusters must be an integer >= 2, got 1"),
+])
+def test_num_clusters_auto_with_a_bad_range_or_value(planted, extra, match):
+    data, _ = planted
+    fails("filter_nouns.py", *stage_args(data), *extra, match=match)
+
+
 def test_run_name_that_is_a_path_is_refused(planted):
     data, folder = planted
     fails("filter_nouns.py", *stage_args(data), "--run", "../../escape", match="--run '../../escape' is not a plain folder name")

@@ -50,7 +50,12 @@ def add_runtime_arg(parser):
 
 def num_clusters_value(text):
     """--num-clusters: an integer, or `auto` (estimated from the data: utils/num_clusters.py)."""
-    return text if text == "auto" else int(text)
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer K or `auto`, got {text!r}") from None
 
 
 def add_num_clusters(parser):

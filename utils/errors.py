@@ -56,5 +56,10 @@ def check_ranges(parser, args):
 
 
 def parse_args(parser, argv=None):
-    """Parse, then check every numeric range before any work is done."""
+    """Parse, then check every numeric range before any work is done. A malformed command line is
+    one `error:` line too (argparse's own message, without its usage block)."""
+    def one_line(message):
+        raise StageError(f"{message} (see {parser.prog} --help)")
+
+    parser.error = one_line
     return check_ranges(parser, parser.parse_args(argv))

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from utils.config import AUTHORS_KMEANS_SEED
+from utils.errors import StageError
 from utils.paths import backbone_tag
 from utils.provenance import StageRun, up_to_date
 
@@ -45,6 +46,8 @@ def estimate(run, args, device=None):
     from utils.clustering import l2_normalize
 
     low, high = args.auto_range
+    if low > high:
+        raise StageError(f"--auto-range {low} {high}: MIN must not exceed MAX")
     settings = argparse.Namespace(criterion="silhouette (cosine) of spherical k-means on the train image embeddings",
                                   low=low, high=high, sample=SAMPLE, **KMEANS)
     folder = os.path.join(run.layout.dataset, "num_clusters_auto")
@@ -53,6 +56,8 @@ def estimate(run, args, device=None):
         cache = StageRun(__file__, settings, args.data_dir, dataset=args.dataset, backbone=backbone_tag(args.backbone))
         images = cache.load_embedding(run.path("image_embedding", split="train"))
         high = min(high, len(images) - 1)
+        if high < low:
+            raise StageError(f"--auto-range starts at {low} but there are only {len(images)} train images: lower MIN")
         scores = silhouette_curve(l2_normalize(images), range(low, high + 1), device)
         chosen = max(scores, key=scores.get)
         record = {"criterion": settings.criterion, "range": [low, high], "chosen": chosen,
