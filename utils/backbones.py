@@ -6,7 +6,8 @@
     width                                         (D)
 
 so every stage works on any backbone: a `clip.load` name (`ViT-B/32`), a CLIP checkpoint
-path, or an offline joint space registered in OFFLINE_BACKBONES.
+path, `open_clip:<architecture>:<pretrained tag>`, or an offline joint space registered in
+OFFLINE_BACKBONES.
 """
 import os
 
@@ -150,12 +151,82 @@ def load_clip(name, device, runtime="auto"):
     if name not in known and not os.path.isfile(name):
         if name.endswith((".pt", ".pth")) or name.startswith((".", os.sep)):
             raise StageError(f"backbone checkpoint {name} does not exist; pass an existing checkpoint path or a clip.load name")
-        raise StageError(f"unknown backbone {name!r}; use one of: {', '.join(known + sorted(OFFLINE_BACKBONES))}, or a CLIP checkpoint path")
+        raise StageError(f"unknown backbone {name!r}; use one of: {', '.join(known + sorted(OFFLINE_BACKBONES))}, a CLIP checkpoint path, "
+                         "or open_clip:<architecture>:<pretrained tag>")
     try:
         model, _ = clip.load(name, device=device, jit=False)
     except (RuntimeError, OSError) as error:
         raise StageError(f"could not load CLIP backbone {name!r} ({error}); check the network, or pass a local checkpoint path with --backbone") from error
     return ClipBackbone(model, device, runtime)
+
+
+class OpenClipBackbone:
+    """An open_clip model (`open_clip:<architecture>:<pretrained tag>`, e.g.
+    `open_clip:ViT-B-32:laion2b_s34b_b79k`) behind the shared contract, loaded the way open_clip's
+    users load it (its own download of the published weights, into its own cache). The image size,
+    normalisation and width come from the model. Tag `none`: random weights (tests, offline).
+    fp32 everywhere; on the CPU the image tower runs through ONNX Runtime unless runtime="torch"."""
+
+    image_chunk, text_chunk = 16, 64
+
+    def __init__(self, name, device, runtime="auto"):
+        try:
+            import open_clip
+        except ImportError as error:
+            raise StageError("open_clip backbones need `pip install open_clip_torch` (in requirements.txt)") from error
+        parts = name.split(":")
+        if len(parts) != 3 or not all(parts[1:]):
+            raise StageError(f"backbone {name!r}: write open_clip:<architecture>:<pretrained tag>, e.g. open_clip:ViT-B-32:laion2b_s34b_b79k "
+                             "(tag `none` for random weights)")
+        _, architecture, tag = parts
+        if architecture not in open_clip.list_models():
+            raise StageError(f"unknown open_clip architecture {architecture!r}; see `python3 -c \"import open_clip; print(open_clip.list_models())\"`")
+        import logging
+
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # open_clip logs through the root logger ("initialized randomly" for tag none)
+        try:
+            model = open_clip.create_model(architecture, pretrained=None if tag == "none" else tag, device=device)
+        except RuntimeError as error:
+            known = [t for a, t in open_clip.list_pretrained() if a == architecture]
+            raise StageError(f"could not load open_clip {architecture} weights {tag!r} ({str(error).splitlines()[0][:120]}); "
+                             f"tags for {architecture}: {', '.join(known) or 'none published'}, `none`, or a checkpoint path") from error
+        finally:
+            root.setLevel(level)
+        self.model, self.device = model.eval(), device
+        self.tokenizer = open_clip.get_tokenizer(architecture)
+        config = getattr(model.visual, "preprocess_cfg", {})
+        size = config.get("size", model.visual.image_size)
+        self.input_resolution = size[0] if isinstance(size, (tuple, list)) else int(size)
+        self.mean, self.std = tuple(config.get("mean", CLIP_MEAN)), tuple(config.get("std", CLIP_STD))
+        with torch.no_grad():
+            self.width = int(model.encode_text(self.tokenizer(["a"]).to(device)).shape[1])
+        self.runtime = resolve_runtime(runtime, device)
+        if self.runtime == "onnxruntime":
+            example = torch.zeros(2, 3, self.input_resolution, self.input_resolution)
+            self.onnx_image = OnnxModule(_ImageTower(model), [example], ["images"], ["features"], {"images": {0: "batch"}})
+
+    @torch.no_grad()
+    def encode_image(self, images):
+        if self.runtime == "onnxruntime":
+            return in_chunks(lambda part: self.onnx_image(part)[0], images.float(), self.image_chunk)
+        return self.model.encode_image(images.to(self.device)).float()
+
+    @torch.no_grad()
+    def encode_text(self, texts):
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        size = self.text_chunk if self.device.type == "cpu" else len(texts)
+        return torch.cat([self.model.encode_text(part).float() for part in tokens.split(size)])
+
+
+class _ImageTower(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return self.model.encode_image(images)
 
 
 def load_backbone(name, device, cache_dir=None, runtime="auto"):
@@ -165,6 +236,8 @@ def load_backbone(name, device, cache_dir=None, runtime="auto"):
         from utils import offline_backbone
 
         return getattr(offline_backbone, OFFLINE_BACKBONES[name])(device=device, cache_dir=cache_dir, runtime=runtime)
+    if name.startswith("open_clip:"):
+        return OpenClipBackbone(name, device, runtime)
     return load_clip(name, device, runtime)
 
 

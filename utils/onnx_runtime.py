@@ -39,7 +39,9 @@ class OnnxModule:
         import onnxruntime as ort
 
         buffer = io.BytesIO()
-        with torch.no_grad(), warnings.catch_warnings():
+        # traced with gradients on: PyTorch's fused inference attention (taken under no_grad by
+        # batch-first nn.MultiheadAttention, e.g. open_clip's) has no ONNX export; the plain one does
+        with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's notes on tracing and deprecation
             torch.onnx.export(module.eval(), tuple(example_inputs), buffer, input_names=list(input_names),
                               output_names=list(output_names), dynamic_axes=dynamic, opset_version=17, dynamo=False)

@@ -98,7 +98,11 @@ def byte_relevant_args(script, args):
 
 
 def backbone_tag(name):
-    """Folder name for a backbone: `ViT-B/32` -> `ViT-B-32`; a checkpoint path -> its file stem."""
+    """Folder name for a backbone: `ViT-B/32` -> `ViT-B-32`; a checkpoint path -> its file stem;
+    `open_clip:ViT-B-32:laion2b_s34b_b79k` -> `open_clip-ViT-B-32-laion2b_s34b_b79k`."""
+    if name.startswith("open_clip:"):
+        return "-".join(os.path.splitext(os.path.basename(part))[0] if os.path.sep in part else part.replace("/", "-")
+                        for part in name.split(":"))
     if os.path.sep in name and (os.path.isfile(name) or name.endswith(".pt")):
         return os.path.splitext(os.path.basename(name))[0]
     return name.replace("/", "-")
