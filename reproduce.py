@@ -30,7 +30,6 @@ from utils.pipeline import (
     ROOT,
     SeedRun,
     add_pipeline_args,
-    clusters_argv,
     option,
     protocol,
     run_embeddings,
@@ -60,19 +59,18 @@ def experiments(args):
     """Rows of the command as (label, run variant, [(script, extra args)], metrics file as (FILES name, fields)).
 
     A row's stages run in the run folder of its variant and seed; rows of one variant share it."""
-    clusters = clusters_argv(args)
-    filt = ("filter_nouns.py", option("--k", args.k) + clusters + option("--criterion", args.criterion))
-    heads = ("train_head.py", clusters + option("--epochs", args.epochs))
+    filt = ("filter_nouns.py", option("--k", args.k) + option("--criterion", args.criterion))
+    heads = ("train_head.py", option("--epochs", args.epochs))
     nouns = [filt, ("retrieve_text.py", [])]
     no_train, head = ("kmeans_metrics", {"method": "concat_kmeans"}), ("head_metrics", {"prefix": "head"})
     if args.command == "main":
         names = [("zero_shot.py", []), ("retrieve_text.py", ["--text-space", "classnames"])]
         return [
             ("CLIP zero-shot", ["classnames"], names[:1], ("zero_shot_metrics", {})),
-            ("TAC (no train, class names)", ["classnames"], names + [("concat_kmeans.py", clusters)], no_train),
+            ("TAC (no train, class names)", ["classnames"], names + [("concat_kmeans.py", [])], no_train),
             ("TAC (class names)", ["classnames"], names + [heads], head),
-            ("CLIP k-means", [], [("concat_kmeans.py", ["--image-only"] + clusters)], ("kmeans_metrics", {"method": "image_kmeans"})),
-            ("TAC (no train)", [], nouns + [("concat_kmeans.py", clusters)], no_train),
+            ("CLIP k-means", [], [("concat_kmeans.py", ["--image-only"])], ("kmeans_metrics", {"method": "image_kmeans"})),
+            ("TAC (no train)", [], nouns + [("concat_kmeans.py", [])], no_train),
             ("TAC", [], nouns + [heads], head),
             ("DXMC", [], nouns + [(heads[0], heads[1] + ["--variant", "dxmc"])], ("head_metrics", {"prefix": "dxmc_head"})),
             ("DXMC (instance on trunk)", [], nouns + [(heads[0], heads[1] + ["--variant", "dxmc", "--instance-on", "trunk"])],
@@ -84,7 +82,7 @@ def experiments(args):
         rows = []
         for label, variant, flags in spaces:
             stages = [(filt[0], filt[1] + flags), ("retrieve_text.py", [])]
-            rows += [(f"TAC (no train) {label}", variant, stages + [("concat_kmeans.py", clusters)], no_train),
+            rows += [(f"TAC (no train) {label}", variant, stages + [("concat_kmeans.py", [])], no_train),
                      (f"TAC {label}", variant, stages + [heads], head)]
         return rows
     if args.command == "losses":
@@ -96,7 +94,7 @@ def experiments(args):
     for value in args.values or default:
         value = int(value) if flag in ("--k", "--gamma") else value
         stages = [(s, a + [flag, value]) if s == script else (s, a) for s, a in nouns]
-        rows += [(f"TAC (no train) {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [("concat_kmeans.py", clusters)], no_train),
+        rows += [(f"TAC (no train) {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [("concat_kmeans.py", [])], no_train),
                  (f"TAC {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [heads], head)]
     return rows
 

@@ -17,14 +17,7 @@ import os
 from utils.errors import parse_args, run_main
 from utils.metrics import metrics_table, stack_metrics
 from utils.paths import Layout, backbone_tag
-from utils.pipeline import (
-    SeedRun,
-    add_pipeline_args,
-    clusters_argv,
-    option,
-    protocol,
-    run_embeddings,
-)
+from utils.pipeline import SeedRun, add_pipeline_args, option, protocol, run_embeddings
 from utils.provenance import StageRun
 
 # (the metrics file as (FILES name, fields), the table's label)
@@ -48,15 +41,14 @@ def main():
     per_seed = {label: [] for _, label in METHODS}
     runs = []
     run_embeddings(args)
-    clusters = clusters_argv(args)
     for seed in args.seeds:
         run = SeedRun(args, seed)
         runs.append(run.name)
-        run.stage("filter_nouns.py", option("--k", args.k) + clusters + option("--criterion", args.criterion))
+        run.stage("filter_nouns.py", option("--k", args.k) + option("--criterion", args.criterion))
         run.stage("retrieve_text.py")
-        run.stage("concat_kmeans.py", ["--image-only"] + clusters)
-        run.stage("concat_kmeans.py", clusters)
-        run.stage("train_head.py", clusters + option("--epochs", args.epochs))
+        run.stage("concat_kmeans.py", ["--image-only"])
+        run.stage("concat_kmeans.py")
+        run.stage("train_head.py", option("--epochs", args.epochs))
         for (metrics_name, fields), label in METHODS:
             per_seed[label].append(summary.load_json(run.layout.path(metrics_name, **fields))["metrics"])
     report = run.stage("name_clusters.py")[2] if args.report else None

@@ -19,6 +19,7 @@ from utils.provenance import up_to_date
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KMEANS_STAGES = ("filter_nouns.py", "concat_kmeans.py")
+CLUSTER_STAGES = ("filter_nouns.py", "concat_kmeans.py", "train_head.py")  # the stages that take --num-clusters
 
 
 def run_stage(script, argv):
@@ -83,11 +84,6 @@ def add_pipeline_args(parser):
     add_number(parser, "--epochs", int, None, low=1, help="train_head.py --epochs")
 
 
-def clusters_argv(args):
-    """--num-clusters for stages 3, 5 and 6 (with --auto-range when it is `auto`)."""
-    return option("--num-clusters", args.num_clusters) + (option("--auto-range", args.auto_range) if args.num_clusters == "auto" else [])
-
-
 def common_argv(args):
     return ["--data-dir", args.data_dir, "--dataset", args.dataset, "--backbone", args.backbone, "--device", args.device]
 
@@ -138,8 +134,12 @@ class SeedRun:
         self.layout = Layout.of(args, self.name)
 
     def stage(self, script, extra=()):
-        """Run (or reuse) one stage in this run; the k-means stages get this run's k-means seed."""
+        """Run (or reuse) one stage in this run; the k-means stages get this run's k-means seed, the
+        stages that need K the driver's --num-clusters (and --auto-range with `auto`)."""
         argv = common_argv(self.args) + ["--seed", self.seed, "--run", self.name]
         if script in KMEANS_STAGES:
             argv += ["--kmeans-seed", self.kmeans_seed]
+        if script in CLUSTER_STAGES:
+            argv += option("--num-clusters", self.args.num_clusters)
+            argv += option("--auto-range", self.args.auto_range) if self.args.num_clusters == "auto" else []
         return run_stage(script, argv + list(extra))
