@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from utils.errors import StageError
-from utils.onnx_runtime import OnnxModule, in_chunks, resolve_runtime
+from utils.onnx_runtime import image_tower, in_chunks, resolve_runtime
 from utils.paths import backbone_tag  # noqa: F401  (the folder name of a backbone, used with it)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -41,8 +41,7 @@ class ClipBackbone:
         self.dtype = model.dtype
         self.runtime = resolve_runtime(runtime, device)
         if self.runtime == "onnxruntime":
-            example = torch.zeros(2, 3, self.input_resolution, self.input_resolution)
-            self.onnx_image = OnnxModule(model.visual.float(), [example], ["images"], ["features"], {"images": {0: "batch"}})
+            self.onnx_image = image_tower(model.visual, self.input_resolution)
 
     @torch.no_grad()
     def encode_image(self, images):
@@ -204,8 +203,7 @@ class OpenClipBackbone:
             self.width = int(model.encode_text(self.tokenizer(["a"]).to(device)).shape[1])
         self.runtime = resolve_runtime(runtime, device)
         if self.runtime == "onnxruntime":
-            example = torch.zeros(2, 3, self.input_resolution, self.input_resolution)
-            self.onnx_image = OnnxModule(_ImageTower(model), [example], ["images"], ["features"], {"images": {0: "batch"}})
+            self.onnx_image = image_tower(_ImageTower(model), self.input_resolution)
 
     @torch.no_grad()
     def encode_image(self, images):

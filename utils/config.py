@@ -24,6 +24,7 @@ AUTHORS_KMEANS_SEED = 1234
 SEED_MAX = 2**31 - 1
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
+AUTO_RANGE = [2, 20]  # the K that --num-clusters auto tries by default
 
 
 def base_parser(description, runs=False):
@@ -61,7 +62,7 @@ def num_clusters_value(text):
 def add_num_clusters(parser):
     add_number(parser, "--num-clusters", num_clusters_value, None, low=2,
                help="K, or `auto` to estimate it without labels (silhouette over --auto-range); default: the number of distinct labels")
-    add_number(parser, "--auto-range", int, [2, 20], low=2, nargs=2, metavar=("MIN", "MAX"),
+    add_number(parser, "--auto-range", int, AUTO_RANGE, low=2, nargs=2, metavar=("MIN", "MAX"),
                help="the K that --num-clusters auto tries")
 
 

@@ -20,7 +20,6 @@ from utils.errors import StageError
 from utils.paths import backbone_tag
 from utils.provenance import StageRun, up_to_date
 
-DEFAULT_RANGE = (2, 20)
 SAMPLE = 5000
 KMEANS = dict(niter=50, nredo=1, max_points_per_centroid=256, seed=AUTHORS_KMEANS_SEED)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from utils.errors import StageError
-from utils.onnx_runtime import OnnxModule, in_chunks, resolve_runtime
+from utils.onnx_runtime import OnnxModule, image_tower, in_chunks, resolve_runtime
 from utils.provenance import StageRun, up_to_date
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -109,8 +109,7 @@ class _Lite0:
         self.net = _efficientnet(device)
         self.text_model = _minilm(device)
         if self.runtime == "onnxruntime":
-            example = torch.zeros(2, 3, self.input_resolution, self.input_resolution)
-            self.onnx_image = OnnxModule(_Pooled(self.net).float(), [example], ["images"], ["pooled", "logits"], {"images": {0: "batch"}})
+            self.onnx_image = image_tower(_Pooled(self.net), self.input_resolution, ["pooled", "logits"])
             self.onnx_text = OnnxModule(_MeanPooledSentences(self.text_model[0].auto_model), self.tokenize(["a photo of a cat.", "a dog"]),
                                         ["ids", "mask"], ["sentence"], {"ids": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}},
                                         one_thread_per_call=True)

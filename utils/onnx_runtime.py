@@ -68,6 +68,12 @@ class OnnxModule:
             return list(pool.map(lambda inputs: self(*inputs), calls))
 
 
+def image_tower(module, resolution, outputs=("features",)):
+    """An image encoder (images [B, 3, H, W] -> outputs) exported for any batch size."""
+    example = torch.zeros(2, 3, resolution, resolution)
+    return OnnxModule(module.float(), [example], ["images"], list(outputs), {"images": {0: "batch"}})
+
+
 def in_chunks(function, images, size):
     """function over a batch in chunks of `size` rows, outputs concatenated (tuples per output).
 
