@@ -31,6 +31,8 @@ behind and nothing stale reused. Cases:
 28. name_clusters.py before any clusters exist        -> run train_head.py (or concat_kmeans.py)
 29. a numeric argument that is NaN, infinite or out of range, in any script -> names the flag and its range
 30. a --run name that is a path                        -> refused
+31. assign_images.py on a run with no heads           -> run train_head.py or --from concat_kmeans
+32. assign_images.py on an empty folder               -> no images found, before any work
 """
 import csv
 import json
@@ -179,6 +181,19 @@ def test_empty_image_folder(tmp_path, tiny_clip):
     (tmp_path / "empty").mkdir()
     fails("image_embedding.py", "--data-dir", tmp_path / "data", "--dataset", f"folder:{tmp_path / 'empty'}",
           "--backbone", tiny_clip, match="no images")
+
+
+def test_assign_images_needs_trained_clusters_and_images(planted, tmp_path):
+    data, _ = planted
+    photos = tmp_path / "new"
+    photos.mkdir()
+    fails("assign_images.py", *stage_args(data), "--images", photos, match="has no head.pt")
+    fails("assign_images.py", *stage_args(data), "--images", photos, "--from", "concat_kmeans", match="run concat_kmeans.py")
+    for script in ("filter_nouns.py", "retrieve_text.py", "concat_kmeans.py"):
+        run_script(script, *stage_args(data))
+    before = files_under(data)
+    fails("assign_images.py", *stage_args(data), "--images", photos, "--from", "concat_kmeans", match=f"no images (.jpg, .jpeg, .png, .ppm, ...) found under {photos}")
+    assert files_under(data) == before
 
 
 def test_batch_larger_than_the_data_trains_one_batch(planted):

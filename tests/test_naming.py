@@ -106,7 +106,7 @@ def test_folder_of_photos_to_named_clusters_and_report(tmp_path, tiny_clip, tiny
                         "--epochs", 2, "--criterion", "plant", "--report")
     run = "criterion-plant-K3-epochs2-seed0"  # the driver's run folder, named by what it sets
     folder = data / "folder-holiday" / "tiny-clip" / "runs" / run
-    index = folder / "report" / "index.md"
+    index = folder / "report" / "index.html"
     assert result.stdout.strip().splitlines()[-1].endswith(str(index))
     plants = {"apple", "tomato", "cherry", "grass", "rose", "lime"}
     assert {r["word"] for r in read_rows(folder / "kept_nouns.csv")} <= plants
@@ -121,9 +121,10 @@ def test_folder_of_photos_to_named_clusters_and_report(tmp_path, tiny_clip, tiny
     assert all(r["name"] == top[r["cluster"]] for r in assignments)
     assert all(0 <= float(r["confidence"]) <= 1 for r in assignments)
     text = index.read_text()
-    montages = sorted(p.name for p in (folder / "report").glob("cluster_*.png"))
-    assert montages and all(f"]({m})" in text for m in montages)
-    assert all((folder / "report" / m).read_bytes()[:4] == b"\x89PNG" for m in montages)
+    thumbnails = sorted(p.relative_to(folder / "report").as_posix() for p in (folder / "report" / "thumbnails").glob("*.jpg"))
+    assert thumbnails and all(f'src="{t}"' in text for t in thumbnails)
+    assert all((folder / "report" / t).read_bytes()[:2] == b"\xff\xd8" for t in thumbnails)  # JPEG
+    assert all(f'id="cluster-{c}"' in text for c in {r["cluster"] for r in names if r["images"] != "0"})
 
     # the same inputs and seed give the same names; k-means clusters can be named too
     first = (folder / "cluster_names.csv").read_text()
@@ -144,7 +145,7 @@ def test_planted_clusters_are_named_by_their_exact_noun_even_without_images(tmp_
     for script in ("filter_nouns.py", "retrieve_text.py", "concat_kmeans.py"):
         run_script(script, *common)
     result = run_script("name_clusters.py", *common, "--from", "concat_kmeans", "--top", 3)
-    assert "no montages" in result.stdout
+    assert "no thumbnails" in result.stdout
     preds, labels = np.load(folder / "concat_kmeans_preds.npy"), np.load(folder / "labels_test.npy")
     top = {int(r["cluster"]): r["name"] for r in read_rows(folder / "cluster_names.csv") if r["rank"] == "1"}
     for cluster, name in top.items():

@@ -1,5 +1,4 @@
-"""Figures: per-epoch accuracy, t-SNE of the image head, sweeps (the reproduction harness), and
-per-cluster montages (the cluster report)."""
+"""Figures: per-epoch accuracy, t-SNE of the image head and sweeps (the reproduction harness)."""
 import os
 
 import matplotlib
@@ -66,15 +65,3 @@ def sweep_plot(run, name, labels, results):
     path = run.save_figure(run.path("table", table=name, ext="png"), figure)
     plt.close(figure)
     return path
-
-
-def cluster_montage(images, title, columns=4):
-    """A grid of a cluster's images (PIL) under its name; returns the figure."""
-    rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows + 0.5), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, image in zip(axes.flat, images):
-        axis.imshow(image.convert("RGB"))
-    figure.suptitle(title, fontsize=9)
-    return figure

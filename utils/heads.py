@@ -95,7 +95,7 @@ def train_heads(images, texts, image_neighbors, text_neighbors, num_clusters, *,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            for name, value in {"loss": float(loss), **values}.items():
+            for name, value in {"loss": float(loss.detach()), **values}.items():
                 sums[name] = sums.get(name, 0.0) + value
             if progress is not None:
                 progress.update(1)

@@ -4,7 +4,67 @@ import numpy as np
 import torch
 
 from utils.clustering import l2_normalize
-from utils.text_space import retrieval_weights
+from utils.errors import StageError
+from utils.provenance import read_sidecar
+from utils.text_space import RETRIEVAL_TAU, read_csv_column, retrieval_weights
+
+KMEANS_SOURCES = ("concat_kmeans", "image_kmeans")
+
+
+def add_source_arg(parser):
+    """--from: whose clusters a script reads (name_clusters.py, assign_images.py)."""
+    parser.add_argument("--from", dest="source", default="head",
+                        help="whose clusters: head (train_head.py), concat_kmeans or image_kmeans (concat_kmeans.py), or another head prefix (dxmc_head)")
+
+
+def source_features(run, source, images, texts=None):
+    """The features a k-means source clustered: the normalised images, with their normalised text
+    counterparts beside them for concat_kmeans (`texts`, default: the run's retrieved_text_test.npy)."""
+    features = l2_normalize(images)
+    if source != "concat_kmeans":
+        return features
+    if texts is None:
+        texts = run.load_embedding(run.path("retrieved_text", split="test"), rows=("image_embedding_test.npy", len(images)))
+    return np.concatenate([features, l2_normalize(texts)], axis=1)
+
+
+def load_clusters(run, source, images):
+    """The run's predictions for its test `images` (from the heads or a k-means), K, and each
+    image's confidence in its cluster."""
+    kmeans = source in KMEANS_SOURCES
+    preds_path = run.path("kmeans_preds", method=source) if kmeans else run.path("head_preds", prefix=source)
+    producer = run.layout.producer(preds_path)
+    preds = run.load_array(preds_path).astype(np.int64)
+    if preds.shape != (len(images),):
+        raise StageError(f"{preds_path} has {preds.shape[0] if preds.ndim else 0} predictions for {len(images)} test images: re-run {producer}")
+    k = int((read_sidecar(preds_path) or {}).get("num_clusters", preds.max() + 1))
+    if kmeans:
+        return preds, k, centroid_confidence(source_features(run, source, images), preds, k)
+    from utils.heads import load_head
+
+    checkpoint_path = run.path("head", prefix=source)
+    run.check_input(checkpoint_path)
+    return preds, k, head_confidence(load_head(checkpoint_path), torch.from_numpy(l2_normalize(images)), preds)
+
+
+def kept_nouns(run):
+    """The run's kept nouns: their words and their embeddings, in kept_nouns.npy order."""
+    words = read_csv_column(run.path("nouns"), "word")
+    nouns = run.load_embedding(run.path("noun_embedding"), rows=("nouns.csv", len(words)))
+    kept = run.load_array(run.path("kept_nouns"))
+    if kept.size == 0 or kept.min() < 0 or kept.max() >= len(words):
+        raise StageError(f"kept_nouns.npy does not index nouns.csv ({len(words)} rows): re-run filter_nouns.py")
+    return [words[i] for i in kept], nouns[kept]
+
+
+def retrieval_tau(run, tau=None):
+    """`tau` when given, else the temperature recorded with the counterparts, else the paper's."""
+    if tau is not None:
+        return tau
+    recorded = (read_sidecar(run.path("retrieved_text", split="test")) or {}).get("tau")
+    if recorded is None:
+        print(f"note: no retrieval temperature recorded (retrieved_text_test.npy has no sidecar): using the paper's {RETRIEVAL_TAU}")
+    return recorded if recorded is not None else RETRIEVAL_TAU
 
 
 def noun_mass(images, kept_embeddings, preds, num_clusters, tau, device="cpu"):

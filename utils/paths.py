@@ -40,9 +40,10 @@ FILES = {
     "zero_shot_metrics": ("run", "zero_shot_metrics.json", "zero_shot.py"),
     "cluster_names": ("run", "cluster_names.csv", "name_clusters.py"),
     "assignments": ("run", "assignments.csv", "name_clusters.py"),
-    "report": ("run", "report/index.md", "name_clusters.py"),
+    "assignments_new": ("run", "assignments_new.csv", "assign_images.py"),
+    "report": ("run", "report/index.html", "name_clusters.py"),
+    "report_md": ("run", "report/index.md", "name_clusters.py"),
     "name_match": ("run", "report/name_match.json", "name_clusters.py"),
-    "montage": ("run", "report/cluster_{cluster:03d}.png", "name_clusters.py"),
     "summary": ("dataset", "summary.{ext}", "run_pipeline.py"),
     "table": ("dataset", "tables/{table}.{ext}", "reproduce.py"),
 }
@@ -85,7 +86,7 @@ STAGES = {
                       lambda a: ()),
     "zero_shot.py": (lambda a: [(n, {}) for n in ("class_name_embedding", "zero_shot_preds", "zero_shot_metrics")],
                      lambda a: ("seed",)),
-    "name_clusters.py": (lambda a: [(n, {}) for n in ("cluster_names", "assignments", "report")], lambda a: ("seed",)),
+    "name_clusters.py": (lambda a: [(n, {}) for n in ("cluster_names", "assignments", "report", "report_md")], lambda a: ("seed",)),
 }
 
 

@@ -1,0 +1,138 @@
+"""After a finished run: sort new images into its clusters, without retraining.
+
+Reads the run (data/<ds>/<bb>/, or its runs/RUN/ with --run): its clusters (--from head: the image
+head of train_head.py; --from concat_kmeans or image_kmeans: the nearest cluster mean of those
+k-means clusters), its kept nouns and retrieval temperature (for the names, and for the text
+counterparts that concat_kmeans clusters with), and embeds every image under --images with the
+run's backbone as stage 1 did (the same transform; lite0-minilm centred on the run's own train mean).
+
+Writes assignments_new.csv in the run folder: path, cluster, name (the cluster's top name, as
+name_clusters.py names it), confidence (head: its probability; k-means: cosine to the cluster's
+mean) and unsure (1 where the confidence is below the 5th percentile of the confidences of the
+run's own images in that cluster, or the run had no image there). Images of the run itself get
+exactly the clusters the run gave them.
+"""
+import os
+
+import numpy as np
+import torch
+
+from utils.backbones import centre_on_train, embed_images, load_backbone
+from utils.clustering import l2_normalize
+from utils.config import add_runtime_arg, base_parser, start_stage
+from utils.datasets import build_transform, image_folder
+from utils.errors import StageError, add_number, parse_args, run_main
+from utils.naming import (
+    KMEANS_SOURCES,
+    add_source_arg,
+    kept_nouns,
+    load_clusters,
+    noun_mass,
+    rank_names,
+    retrieval_tau,
+    source_features,
+)
+from utils.provenance import read_sidecar
+
+UNSURE_PERCENTILE = 5
+
+
+def build_parser():
+    parser = base_parser(__doc__, runs=True)
+    parser.add_argument("--images", required=True, help="a folder of new images (subfolders included)")
+    add_source_arg(parser)
+    add_number(parser, "--batch-size", int, 256, low=1)
+    add_number(parser, "--workers", int, None, low=0, help="data-loading processes (default: 0 on the CPU, 8 on a GPU)")
+    add_runtime_arg(parser)
+    return parser
+
+
+def check_run(run, source):
+    """Fail early, with the fix, when the run has no clusters of this kind."""
+    if source in KMEANS_SOURCES:
+        path = run.path("kmeans_preds", method=source)
+        fix = f"run concat_kmeans.py{' --image-only' if source == 'image_kmeans' else ''}"
+    else:
+        path = run.path("head", prefix=source)
+        fix = "run train_head.py, or pass --from concat_kmeans to use the run's k-means clusters"
+    if not os.path.exists(path):
+        where = f"run {run.layout.run_name}" if run.layout.run_name else "the run"
+        raise StageError(f"{where} has no {os.path.basename(path)} ({os.path.dirname(path)}): {fix} (with the same --run) first")
+
+
+def embed_new_images(run, args, images, device):
+    """The new images' embeddings as stage 1 would have made them for this run."""
+    train_meta = read_sidecar(run.path("image_embedding", split="train")) or {}
+    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
+    images.transform = build_transform(args.dataset, backbone)
+    workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
+    with torch.inference_mode():
+        features, _ = embed_images(backbone, images, args.batch_size, workers, desc="new images")
+    mean = None
+    if getattr(backbone, "centre_on_train", False):
+        if "image_mean" not in train_meta:
+            raise StageError(f"{run.path('image_embedding', split='train')} records no train mean to centre {args.backbone} features on: re-run image_embedding.py")
+        mean = np.asarray(train_meta["image_mean"], dtype=np.float64)
+    return centre_on_train(backbone, features, "test", mean)[0]
+
+
+def assign(run, source, new, run_images, preds, k, tau, device):
+    """Each new image's cluster and confidence: the head's argmax and probability, or the nearest
+    mean of the run's k-means clusters (as k-means assigns) and the cosine to its direction."""
+    if source not in KMEANS_SOURCES:
+        from utils.heads import load_head, predict_proba
+
+        proba = predict_proba(load_head(run.path("head", prefix=source)), torch.from_numpy(l2_normalize(new)))
+        return proba.argmax(1), proba.max(1)
+    texts = None
+    if source == "concat_kmeans":
+        from utils.text_space import soft_retrieve
+
+        texts = soft_retrieve(new, kept_nouns(run)[1], tau, device)
+    clustered = source_features(run, source, run_images)
+    sums = np.zeros((k, clustered.shape[1]), dtype=np.float64)
+    np.add.at(sums, preds, clustered)
+    means = (sums / np.maximum(np.bincount(preds, minlength=k), 1)[:, None]).astype(np.float32)
+    features = source_features(run, source, new, texts)
+    distances = (features ** 2).sum(1, keepdims=True) - 2 * features @ means.T + (means ** 2).sum(1)
+    distances[:, ~means.any(1)] = np.inf  # an empty cluster has no mean
+    cluster = distances.argmin(1)
+    return cluster, (l2_normalize(features) * l2_normalize(means)[cluster]).sum(1)  # as naming.centroid_confidence
+
+
+def main():
+    args = parse_args(build_parser())
+    run, device = start_stage(__file__, args)
+    check_run(run, args.source)
+    images = image_folder(args.images, transform=None)  # an empty or missing folder fails here, before any work
+
+    run_images = run.load_embedding(run.path("image_embedding", split="test"))
+    preds, k, confidence = load_clusters(run, args.source, run_images)
+    words, embeddings = kept_nouns(run)
+    tau = retrieval_tau(run)
+    top_name = [names[0][0] for names in rank_names(noun_mass(run_images, embeddings, preds, k, tau, device), words, 1)]
+    # below what the run's own images had: the low tail of each cluster's confidences
+    floor = np.full(k, np.inf)
+    for c in np.unique(preds):
+        floor[c] = np.percentile(confidence[preds == c], UNSURE_PERCENTILE)
+
+    paths, new = images.paths, embed_new_images(run, args, images, device)
+    if new.shape[1] != run_images.shape[1]:
+        raise StageError(f"the new images have {new.shape[1]} dims but the run's have {run_images.shape[1]}: pass the run's --backbone")
+    cluster, certainty = assign(run, args.source, new, run_images, preds, k, tau, device)
+    unsure = certainty < floor[cluster]
+    extra = {"images": os.path.abspath(args.images), "source": args.source, "num_clusters": k, "tau": tau,
+             "unsure_below": {int(c): float(floor[c]) for c in np.unique(preds)}, "unsure_percentile": UNSURE_PERCENTILE}
+    path = run.save_csv(run.path("assignments_new"), ["path", "cluster", "name", "confidence", "unsure"],
+                        [[p, int(c), top_name[c], f"{x:.4f}", int(u)] for p, c, x, u in zip(paths, cluster, certainty, unsure)], extra)
+    counts = np.bincount(cluster, minlength=k)
+    print(f"{len(paths)} new images into {int((counts > 0).sum())} of the run's {k} clusters ({args.source}); "
+          f"{int(unsure.sum())} unsure (confidence below the {UNSURE_PERCENTILE}th percentile of the run's images in that cluster)")
+    for c in np.argsort(-counts, kind="stable")[:10]:
+        if counts[c]:
+            print(f"  cluster {c:3d} {top_name[c]}: {counts[c]} images, {int(unsure[cluster == c].sum())} unsure")
+    print(f"assignments: {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,161 @@
+"""The own-photos path as a user takes it: a flat folder of 300 real Fashion-MNIST test images
+(PNG files) through the README's own-photos command (K estimated, --report), the HTML report
+checked in headless Chromium, and new images sorted into the trained clusters by assign_images.py."""
+import csv
+import html
+import json
+import os
+import pathlib
+import re
+import shlex
+import shutil
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_script
+
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def readme_command(start):
+    """The README's command line that starts with `start`, as (script, arguments)."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        lines = [line.strip() for line in f if line.startswith(start)]
+    assert len(lines) == 1, f"the README should have one command starting {start!r}"
+    words = shlex.split(lines[0].split("&& ")[-1])
+    assert words[0] == "python3"
+    return words[1], words[2:]
+
+
+@pytest.fixture(scope="module")
+def fashion_folder(tmp_path_factory):
+    """The first 300 Fashion-MNIST test images as PNG files in one flat folder (no labels), and the
+    next 40 in another folder (new photos for assign_images.py)."""
+    from utils.datasets import DEBIAN_FASHION_MNIST, load_split
+
+    if not os.path.isdir(DEBIAN_FASHION_MNIST):
+        pytest.skip("needs Debian's dataset-fashion-mnist (bash install.sh installs it)")
+    dataset = load_split("fashion-mnist", "test", str(tmp_path_factory.mktemp("torchvision")))
+    folder = tmp_path_factory.mktemp("fashion") / "clothes"
+    folder.mkdir()
+    new = tmp_path_factory.mktemp("fashion") / "new"
+    new.mkdir()
+    for i in range(340):
+        dataset[i][0].save((folder if i < 300 else new) / f"item_{i:03d}.png")
+    return folder, new
+
+
+@pytest.fixture(scope="module")
+def own_photos_run(tmp_path_factory, fashion_folder):
+    """The README's own-photos command on the folder, with its own --data-dir."""
+    folder, _ = fashion_folder
+    script, argv = readme_command("bash install.sh && python3 run_pipeline.py --dataset folder:/path/to/photos")
+    assert "--report" in argv and "auto" in argv
+    argv = [f"folder:{folder}" if a == "folder:/path/to/photos" else a for a in argv]
+    argv = [os.path.join(ROOT, a) if a.startswith("data/") else a for a in argv]  # README paths are from the repository root
+    data = tmp_path_factory.mktemp("run") / "data"
+    before = sorted(os.listdir(folder))
+    result = run_script(script, *argv, "--data-dir", data)
+    assert sorted(os.listdir(folder)) == before  # nothing written beside the photos
+    run = data / "folder-clothes" / "lite0-minilm" / "runs" / "Kauto-seed0"
+    assert result.stdout.strip().splitlines()[-1].endswith(str(run / "report" / "index.html"))
+    return data, run
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def open_in_chromium(page, screenshot):
+    """Open `page` from disk in headless Chromium; return (section ids, [(src, naturalWidth)], console
+    entries) and save a screenshot of the whole page."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1600"):
+        options.add_argument(argument)
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(pathlib.Path(page).as_uri())
+        driver.execute_script("return document.readyState")
+        sections = driver.execute_script("return [...document.querySelectorAll('section.cluster')].map(s => s.id)")
+        images = driver.execute_script("return [...document.images].map(i => [i.getAttribute('src'), i.complete ? i.naturalWidth : 0])")
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1280, min(height + 100, 8000))
+        driver.save_screenshot(str(screenshot))
+        console = driver.get_log("browser")
+    finally:
+        driver.quit()
+    return sections, images, console
+
+
+@pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM), reason="needs Debian's chromium and chromium-driver (bash install.sh installs them)")
+def test_own_photos_report_opens_in_a_browser(own_photos_run, tmp_path):
+    from PIL import Image
+
+    data, run = own_photos_run
+    page = run / "report" / "index.html"
+    names = read_rows(run / "cluster_names.csv")
+    size = {int(r["cluster"]): int(r["images"]) for r in names}
+    clusters = sorted((c for c in size if size[c] > 0), key=lambda c: -size[c])  # the overview's order
+    # K was chosen without labels, and the heads' sidecar says how
+    meta = json.loads((run / "head_preds.npy.meta.json").read_text())
+    assert meta["num_clusters"] == int(max(meta["num_clusters_auto"]["scores"].items(), key=lambda kv: kv[1])[0])
+
+    sections, images, console = open_in_chromium(page, tmp_path / "report.png")
+    assert sections == [f"cluster-{c}" for c in clusters]
+    assert len(images) >= 2 * len(clusters)
+    assert all(width > 0 for _, width in images), [src for src, width in images if width == 0]
+    assert [e for e in console if e["level"] == "SEVERE"] == []
+    shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"), dtype=np.float64)
+    assert shot.std() > 20 and len(np.unique(shot)) > 50  # text and thumbnails, not a blank page
+
+    # thumbnails are small files beside the report, not the originals
+    for src, _ in images:
+        thumbnail = run / "report" / src
+        assert thumbnail.parent.name == "thumbnails" and thumbnail.stat().st_size < 20_000
+        assert max(Image.open(thumbnail).size) <= 128
+    # every image is in the report under its cluster, with its confidence, as in assignments.csv
+    text = page.read_text()
+    section_of = {m.group(1): m.start() for m in re.finditer(r'<section class="cluster" id="cluster-(\d+)">', text)}
+    bounds = sorted(section_of.values()) + [len(text)]
+    assignments = read_rows(run / "assignments.csv")
+    assert len(assignments) == 300
+    for row in assignments:
+        start = section_of[row["cluster"]]
+        body = text[start:bounds[bounds.index(start) + 1]]
+        assert f">{html.escape(row['path'])}</a></td><td>{row['confidence']}</td>" in body
+    # nothing outside --data-dir: the run wrote only there (the photos folder is checked by the fixture)
+    assert all(str(p).startswith(str(data)) for p in run.rglob("*"))
+
+
+def test_assign_images_gives_the_runs_own_images_their_clusters(own_photos_run, fashion_folder):
+    data, run = own_photos_run
+    folder, new = fashion_folder
+    script, argv = readme_command("python3 assign_images.py")
+    argv = [{"/path/to/new/photos": str(folder), "folder:/path/to/photos": f"folder:{folder}"}.get(a, a) for a in argv]
+    result = run_script(script, *argv, "--data-dir", data)
+    assert result.stdout.strip().splitlines()[-1].endswith(str(run / "assignments_new.csv"))
+    given = {r["path"]: r for r in read_rows(run / "assignments.csv")}
+    again = read_rows(run / "assignments_new.csv")
+    assert list(again[0]) == ["path", "cluster", "name", "confidence", "unsure"]
+    assert sorted(r["path"] for r in again) == sorted(given) and len(again) == 300
+    for row in again:
+        assert (row["cluster"], row["name"], row["confidence"]) == tuple(given[row["path"]][k] for k in ("cluster", "name", "confidence"))
+    unsure = sum(r["unsure"] == "1" for r in again)
+    assert 1 <= unsure <= 30  # the run's own images below their cluster's 5th percentile: about 5%
+
+    # new photos: every one placed in a cluster the run has, with a name and a confidence
+    argv = [str(new) if a == str(folder) else a for a in argv]
+    before = sorted(os.listdir(new))
+    run_script(script, *argv, "--data-dir", data)
+    placed = read_rows(run / "assignments_new.csv")
+    assert [os.path.basename(r["path"]) for r in placed] == before == sorted(os.listdir(new))
+    names = {r["cluster"]: r["name"] for r in given.values()}
+    assert all(names[r["cluster"]] == r["name"] and 0 <= float(r["confidence"]) <= 1 and r["unsure"] in "01" for r in placed)
+    assert json.loads((run / "assignments_new.csv.meta.json").read_text())["images"] == str(new)
