@@ -162,13 +162,13 @@ def load_clip(name, device, runtime="auto"):
 class OpenClipBackbone:
     """An open_clip model (`open_clip:<architecture>:<pretrained tag>`, e.g.
     `open_clip:ViT-B-32:laion2b_s34b_b79k`) behind the shared contract, loaded the way open_clip's
-    users load it (its own download of the published weights, into its own cache). The image size,
+    users load it (its own download of the published weights, into `cache_dir`: data/backbones/open_clip). The image size,
     normalisation and width come from the model. Tag `none`: random weights (tests, offline).
     fp32 everywhere; on the CPU the image tower runs through ONNX Runtime unless runtime="torch"."""
 
     image_chunk, text_chunk = 16, 64
 
-    def __init__(self, name, device, runtime="auto"):
+    def __init__(self, name, device, runtime="auto", cache_dir=None):
         try:
             import open_clip
         except ImportError as error:
@@ -186,7 +186,8 @@ class OpenClipBackbone:
         level = root.level
         root.setLevel(logging.ERROR)  # open_clip logs through the root logger ("initialized randomly" for tag none)
         try:
-            model = open_clip.create_model(architecture, pretrained=None if tag == "none" else tag, device=device)
+            model = open_clip.create_model(architecture, pretrained=None if tag == "none" else tag, device=device,
+                                           cache_dir=os.path.join(cache_dir, "open_clip") if cache_dir else None)
         except RuntimeError as error:
             known = [t for a, t in open_clip.list_pretrained() if a == architecture]
             raise StageError(f"could not load open_clip {architecture} weights {tag!r} ({str(error).splitlines()[0][:120]}); "
@@ -235,7 +236,7 @@ def load_backbone(name, device, cache_dir=None, runtime="auto"):
 
         return getattr(offline_backbone, OFFLINE_BACKBONES[name])(device=device, cache_dir=cache_dir, runtime=runtime)
     if name.startswith("open_clip:"):
-        return OpenClipBackbone(name, device, runtime)
+        return OpenClipBackbone(name, device, runtime, cache_dir)
     return load_clip(name, device, runtime)
 
 
