@@ -4,13 +4,22 @@ Each word goes into 7 prompt templates; its embedding is the plain mean of the 7
 features, as the authors. Writes data/nouns/<bb>/noun_embedding.npy (M x D) and nouns.csv (the
 words in the same row order). The CSV is read with the csv module, so the word `null` stays
 `null` (the authors' pandas reader turned it into NaN and encoded the prompt "nan").
+Under torchrun each rank encodes its share of the shards of prompts (utils/distributed.py) and
+rank 0 writes the same files as one process; an interrupted run resumes from the shards it finished.
 """
 import os
 
 from utils.backbones import load_backbone
 from utils.config import add_runtime_arg, base_parser, start_stage
+from utils.distributed import Shards, main_first, shard_key, shard_size
 from utils.errors import StageError, add_number, parse_args, run_main
-from utils.text_space import TEMPLATES, encode_vocabulary, read_csv_column
+from utils.text_space import (
+    TEMPLATES,
+    encode_prompts,
+    read_csv_column,
+    vocabulary_prompts,
+    word_embeddings,
+)
 
 
 def build_parser():
@@ -18,13 +27,15 @@ def build_parser():
     parser.add_argument("--nouns", default=None, help="CSV with a `word` column (default: <data-dir>/WordNetNouns.csv)")
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), help="prompt templates with {} for the word (default: the authors' 7)")
     add_number(parser, "--batch-size", int, 256, low=1, help="prompts per call of the encoder (it splits them further on a CPU)")
+    add_number(parser, "--shard-size", int, 16384, low=1,
+               help="prompts per shard, the unit of work of a rank and of resuming (rounded up to a multiple of --batch-size)")
     add_runtime_arg(parser)
     return parser
 
 
 def main():
     args = parse_args(build_parser())
-    run, device = start_stage(__file__, args, uses_dataset=False)
+    run, device = start_stage(__file__, args, uses_dataset=False, distributed=True)
     vocabulary = args.nouns or os.path.join(args.data_dir, "WordNetNouns.csv")
     out = run.layout.vocab
 
@@ -38,11 +49,20 @@ def main():
         raise StageError(f"template {bad[0]!r} needs exactly one {{}} where the word goes")
     if not words:
         raise StageError(f"{vocabulary} has no words")
-    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
-    embedding, num_prompts = encode_vocabulary(backbone, words, args.templates, args.batch_size)
+    with main_first():  # a download or a fitted map, made once
+        backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
+    prompts, rows = vocabulary_prompts(words, args.templates)
+    shards = Shards(os.path.join(out, "shards", "noun_embedding"), len(prompts), shard_size(args.shard_size, args.batch_size),
+                    shard_key(run, device, backbone.runtime, prompts))
+    encoded = shards.run(lambda part, bar: {"features": encode_prompts(backbone, prompts[part.start:part.stop], args.batch_size, bar)},
+                         f"encoding {len(prompts)} distinct prompts", "prompt")
+    if encoded is None:  # not rank 0: rank 0 writes the files
+        return
+    embedding, num_prompts = word_embeddings(encoded["features"], rows), len(prompts)
     extra = {"templates": args.templates, "distinct_prompts": num_prompts, "vocabulary_rows": len(words), "runtime": backbone.runtime}
     run.save_csv(run.path("nouns"), ["word"], [[w] for w in words], extra)
     run.save_array(run.path("noun_embedding"), embedding, extra)
+    shards.remove()
     print(f"{len(words)} nouns ({len(set(words))} distinct, {num_prompts} distinct prompts) x {embedding.shape[1]} dims -> {out}")
 
 

@@ -9,6 +9,7 @@ so every stage works on any backbone: a `clip.load` name (`ViT-B/32`), a CLIP ch
 path, `open_clip:<architecture>:<pretrained tag>`, or an offline joint space registered in
 OFFLINE_BACKBONES.
 """
+import contextlib
 import os
 
 import numpy as np
@@ -250,8 +251,9 @@ def centre_on_train(backbone, features, split, mean):
     return (features - mean).astype(np.float32), mean
 
 
-def embed_images(backbone, dataset, batch_size, workers, desc):
-    """Image features (float32, N x D, as the encoder gives them) and labels of a whole dataset."""
+def embed_images(backbone, dataset, batch_size, workers, desc=None, bar=None):
+    """Image features (float32, N x D, as the encoder gives them) and labels of a whole dataset, in
+    batches of `batch_size` rows in order; `bar` (a tqdm) counts the images, else one of its own."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
@@ -259,7 +261,9 @@ def embed_images(backbone, dataset, batch_size, workers, desc):
         raise StageError(f"{desc}: the dataset has no images")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     features, labels = [], []
-    for images, targets in tqdm(loader, desc=desc, unit="batch"):
-        features.append(backbone.encode_image(images).float().cpu().numpy())
-        labels.append(np.asarray(targets, dtype=np.int64))
+    with contextlib.nullcontext(bar) if bar is not None else tqdm(total=len(dataset), desc=desc, unit="image") as bar:
+        for images, targets in loader:
+            features.append(backbone.encode_image(images).float().cpu().numpy())
+            labels.append(np.asarray(targets, dtype=np.int64))
+            bar.update(len(targets))
     return np.concatenate(features).astype(np.float32), np.concatenate(labels)

@@ -82,24 +82,36 @@ def kmeans_settings(args):
 
 
 def pick_device(choice):
-    """The one place the device is chosen; everything else receives it."""
+    """The one place the device is chosen; everything else receives it. Under torchrun each rank
+    takes the GPU of its local rank (cuda:LOCAL_RANK)."""
     import torch
+
+    from utils.distributed import world
 
     if choice == "cuda" and not torch.cuda.is_available():
         raise StageError("--device cuda was asked for but no GPU is visible to torch; use --device cpu or auto")
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
+    _, size, local_rank = world()
+    if choice == "cuda" and size > 1:
+        if local_rank >= torch.cuda.device_count():
+            raise StageError(f"local rank {local_rank} has no GPU: {torch.cuda.device_count()} visible; "
+                             "pass torchrun --nproc_per_node at most the number of GPUs")
+        return torch.device("cuda", local_rank)
     return torch.device(choice)
 
 
-def start_stage(script, args, uses_dataset=True):
+def start_stage(script, args, uses_dataset=True, distributed=False):
     """What every stage does first: choose the device, seed everything, open its StageRun (which
-    knows the stage's files: paths.Layout of data/<ds>/<bb>, its run folder and the vocabulary's)."""
+    knows the stage's files: paths.Layout of data/<ds>/<bb>, its run folder and the vocabulary's).
+    Under torchrun a `distributed` stage joins the process group; any other stage refuses."""
+    from utils import distributed as dist
     from utils.paths import backbone_tag, ensure_writable
     from utils.provenance import StageRun
 
     ensure_writable(args.data_dir)
     device = pick_device(args.device)
+    dist.start(device, script, distributed)
     seed_everything(args.seed)
     run = StageRun(script, args, args.data_dir, dataset=args.dataset if uses_dataset else None,
                    backbone=backbone_tag(args.backbone), run=getattr(args, "run", None))

@@ -178,6 +178,20 @@ def load_split(name, split, root, transform=None):
 
 
 
+def image_files(dataset):
+    """The file of each row of a dataset read from files (an image folder, or a Subset of one), for
+    keys that must change when the files do; [] for the torchvision datasets (one file each)."""
+    from torch.utils.data import Subset
+
+    rows = None
+    while isinstance(dataset, Subset):
+        rows = np.asarray(dataset.indices) if rows is None else np.asarray(dataset.indices)[rows]
+        dataset = dataset.dataset
+    if not isinstance(dataset, ImageFiles):
+        return []
+    return dataset.paths if rows is None else [dataset.paths[i] for i in rows]
+
+
 CIFAR20_NAMES = (
     "aquatic mammals", "fish", "flowers", "food containers", "fruit and vegetables", "household electrical devices",
     "household furniture", "insects", "large carnivores", "large man-made outdoor things", "large natural outdoor scenes",

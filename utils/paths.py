@@ -75,8 +75,8 @@ def _split_files(*names):
 # that cannot change their bytes, given the recorded arguments as a dict)
 STAGES = {
     "image_embedding.py": (_split_files("image_embedding", "labels", "image_index"),
-                           lambda a: ("batch_size", "workers") + (() if a.get("train_subset") else ("seed",))),
-    "text_embedding.py": (lambda a: [("noun_embedding", {}), ("nouns", {})], lambda a: ("dataset", "seed", "batch_size")),
+                           lambda a: ("batch_size", "workers", "shard_size") + (() if a.get("train_subset") else ("seed",))),
+    "text_embedding.py": (lambda a: [("noun_embedding", {}), ("nouns", {})], lambda a: ("dataset", "seed", "batch_size", "shard_size")),
     "filter_nouns.py": (lambda a: [("kept_nouns", {}), ("kept_nouns_csv", {}), ("semantic_centers", {})],
                         lambda a: () if a.get("text_space") == "random" else ("seed",)),
     "retrieve_text.py": (_split_files("retrieved_text"), lambda a: ("seed",)),

@@ -33,13 +33,9 @@ def read_csv_column(path, column):
         return [row[column] for row in reader]
 
 
-def encode_vocabulary(backbone, words, templates=TEMPLATES, batch_size=256):
-    """Mean of the raw (unnormalised) text features of each word's prompts, one row per word.
-
-    Each distinct prompt is encoded once (the vocabulary repeats words), in batches of prompts of
-    one template sorted by length, so that trimming the context to the batch's longest prompt and
-    running the template's shared start once (a CLIP backbone does both) pay off.
-    """
+def vocabulary_prompts(words, templates=TEMPLATES):
+    """The distinct prompts of a vocabulary in the order they are encoded (by template, then by
+    length), and for each word and template the position of its prompt in that order."""
     prompt_ids, template_of = {}, []
     rows = np.empty((len(words), len(templates)), dtype=np.int64)
     for i, word in enumerate(words):
@@ -51,16 +47,42 @@ def encode_vocabulary(backbone, words, templates=TEMPLATES, batch_size=256):
             rows[i, j] = prompt_ids[prompt]
     prompts = list(prompt_ids)
     order = sorted(range(len(prompts)), key=lambda p: (template_of[p], len(prompts[p])))
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    return [prompts[p] for p in order], position[rows]
+
+
+def encode_prompts(backbone, prompts, batch_size, bar=None):
+    """Raw text features (float32, one row per prompt) of prompts encoded in batches of
+    `batch_size` in the given order; `bar` (a tqdm) counts the prompts."""
     features = None
-    with tqdm(total=len(prompts), desc=f"encoding {len(prompts)} distinct prompts", unit="prompt") as bar:
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            encoded = backbone.encode_text([prompts[p] for p in batch]).float().cpu().numpy()
-            if features is None:
-                features = np.empty((len(prompts), encoded.shape[1]), dtype=np.float32)
-            features[batch] = encoded
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        encoded = backbone.encode_text(batch).float().cpu().numpy()
+        if features is None:
+            features = np.empty((len(prompts), encoded.shape[1]), dtype=np.float32)
+        features[start:start + len(batch)] = encoded
+        if bar is not None:
             bar.update(len(batch))
-    return features[rows].mean(axis=1), len(prompts)
+    return features
+
+
+def word_embeddings(features, rows):
+    """Each word's embedding: the plain mean of the features of its prompts (`rows`: vocabulary_prompts)."""
+    return features[rows].mean(axis=1)
+
+
+def encode_vocabulary(backbone, words, templates=TEMPLATES, batch_size=256):
+    """Mean of the raw (unnormalised) text features of each word's prompts, one row per word.
+
+    Each distinct prompt is encoded once (the vocabulary repeats words), in batches of prompts of
+    one template sorted by length, so that trimming the context to the batch's longest prompt and
+    running the template's shared start once (a CLIP backbone does both) pay off.
+    """
+    prompts, rows = vocabulary_prompts(words, templates)
+    with tqdm(total=len(prompts), desc=f"encoding {len(prompts)} distinct prompts", unit="prompt") as bar:
+        features = encode_prompts(backbone, prompts, batch_size, bar)
+    return word_embeddings(features, rows), len(prompts)
 
 
 def reverse_classify(nouns, centers, chunk=16384):
