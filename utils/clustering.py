@@ -48,7 +48,7 @@ def spherical_kmeans(x, k, niter, nredo, max_points_per_centroid, seed, device=N
         picked = np.random.default_rng(seed).choice(n, plan["training_points"], replace=False)  # in random order, as faiss's
         x = np.ascontiguousarray(l2_normalize(rows.take(picked)))
     else:  # every row goes to faiss (above the threshold only when every row is a training point, as asked)
-        x = np.ascontiguousarray(l2_normalize(rows.read_all()))
+        x = normalized_rows(rows, chunk_rows)
     kmeans = faiss.Kmeans(dim, k, niter=niter, nredo=nredo, spherical=True, seed=seed, verbose=False,
                           max_points_per_centroid=max_points_per_centroid or n, gpu=_use_gpu(device))
     kmeans.train(x)
@@ -57,6 +57,16 @@ def spherical_kmeans(x, k, niter, nredo, max_points_per_centroid, seed, device=N
         return assignments[:, 0].astype(np.int64), kmeans.centroids.copy()
     del x
     return nearest_centroid(kmeans.index, rows, chunk_rows), kmeans.centroids.copy()
+
+
+def normalized_rows(x, chunk_rows=CHUNK_ROWS):
+    """l2_normalize(x) as one float32 array, filled a chunk at a time: the rows and one chunk in
+    memory, not the rows twice (and for Features, not every part and their concatenation)."""
+    rows = as_rows(x)
+    out = np.empty(rows.shape, dtype=np.float32)
+    for start, stop in chunk_bounds(len(rows), chunk_rows):
+        out[start:stop] = l2_normalize(rows.read(start, stop))
+    return out
 
 
 def kmeans_plan(n, dim, k, max_points_per_centroid, in_memory_gib=IN_MEMORY_GIB):
