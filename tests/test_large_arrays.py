@@ -21,7 +21,7 @@ from utils.provenance import StageRun
 from utils.rows import CHUNK_MULTIPLE, Features, chunk_bounds, npy_header, open_rows
 from utils.text_space import soft_retrieve
 
-COMMON = ["--dataset", "planted", "--backbone", "hand"]
+COMMON = ["--dataset", "planted", "--backbone", "hand", "--device", "cpu"]  # bytes compared with soft_retrieve on the CPU
 ON_DISK = ["--in-memory-gib", 0, "--chunk-rows", CHUNK_MULTIPLE]
 
 
