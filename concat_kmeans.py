@@ -6,10 +6,9 @@ seed is --kmeans-seed (default faiss's 1234, the authors' one draw), not --seed.
 --image-only this is the "CLIP (k-means)" baseline on the image embeddings alone.
 Writes concat_kmeans_preds.npy and concat_kmeans_metrics.json (image_kmeans_* with --image-only).
 """
-import numpy as np
-
-from utils.clustering import l2_normalize, spherical_kmeans
+from utils.clustering import kmeans_plan, plan_note, spherical_kmeans
 from utils.config import (
+    add_chunk_rows,
     add_kmeans_args,
     add_num_clusters,
     base_parser,
@@ -20,6 +19,7 @@ from utils.config import (
 from utils.errors import parse_args, run_main
 from utils.metrics import evaluate, format_metrics
 from utils.paths import kmeans_method
+from utils.rows import Features
 
 
 def build_parser():
@@ -27,6 +27,7 @@ def build_parser():
     add_num_clusters(parser)
     parser.add_argument("--image-only", action="store_true", help="k-means on the image embeddings alone (the CLIP k-means baseline)")
     add_kmeans_args(parser, niter=300, nredo=20)
+    add_chunk_rows(parser)
     return parser
 
 
@@ -34,21 +35,29 @@ def main():
     args = parse_args(build_parser())
     run, device = start_stage(__file__, args)
 
-    images = run.load_embedding(run.path("image_embedding", split="test"))
+    # The embeddings stay on disk, read a chunk at a time (utils.rows); k-means holds them in
+    # memory up to --in-memory-gib, as the authors ran it.
+    images = run.open_embedding(run.path("image_embedding", split="test"), chunk_rows=args.chunk_rows)
     labels = run.load_labels(run.path("labels", split="test"), len(images), required=args.num_clusters is None)
-    features = l2_normalize(images)
     name = kmeans_method(args)
-    if not args.image_only:
-        texts = run.load_embedding(run.path("retrieved_text", split="test"), rows=("image_embedding_test.npy", len(images)))
-        features = np.concatenate([features, l2_normalize(texts)], axis=1)
+    if args.image_only:
+        features = Features(images)  # the normalised image embeddings
+    else:
+        texts = run.open_embedding(run.path("retrieved_text", split="test"), rows=("image_embedding_test.npy", len(images)),
+                                   chunk_rows=args.chunk_rows)
+        features = Features(images, texts)  # [normalised image, normalised counterpart]
     k = num_clusters(args, labels, run, device)
-    preds, _ = spherical_kmeans(features, k, device=device, **kmeans_settings(args))
+    plan = kmeans_plan(*features.shape, k, args.kmeans_max_points_per_centroid, args.in_memory_gib)
+    run.record["kmeans_plan"] = plan
+    if plan["rows"] == "disk":
+        print(plan_note(plan, features.shape, "features", args.in_memory_gib, args.chunk_rows))
+    preds, _ = spherical_kmeans(features, k, device=device, chunk_rows=args.chunk_rows, **kmeans_settings(args))
     metrics = evaluate(labels, preds)
     extra = {"num_clusters": k, "kmeans": kmeans_settings(args)}
     run.save_array(run.path("kmeans_preds", method=name), preds, extra)
     run.save_json(run.path("kmeans_metrics", method=name),
                   {"method": name, "split": "test", "num_clusters": k, "kmeans_seed": args.kmeans_seed, "metrics": metrics}, extra)
-    print(f"{name} on {len(features)} test images, K = {k}: {format_metrics(metrics)} -> {run.layout.run}")
+    print(f"{name} on {len(images)} test images, K = {k}: {format_metrics(metrics)} -> {run.layout.run}")
 
 
 if __name__ == "__main__":

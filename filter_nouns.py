@@ -12,8 +12,15 @@ counterparts, and with them the clusters, follow that criterion (IC|TC's idea, w
 """
 import numpy as np
 
-from utils.clustering import CENTER_METHODS, image_clusters, member_centers
+from utils.clustering import (
+    CENTER_METHODS,
+    image_clusters,
+    kmeans_plan,
+    member_centers,
+    plan_note,
+)
 from utils.config import (
+    add_chunk_rows,
     add_kmeans_args,
     add_num_clusters,
     base_parser,
@@ -40,6 +47,7 @@ def build_parser():
                         help="cluster by a criterion (color, material, garment, ...): only the nouns WordNet files under it "
                              "(its noun senses and all their hyponyms; or one synset, e.g. color.n.01) can be kept")
     add_kmeans_args(parser, niter=300, nredo=10)
+    add_chunk_rows(parser)
     return parser
 
 
@@ -59,7 +67,7 @@ def main():
     args = parse_args(build_parser())
     run, device = start_stage(__file__, args)
 
-    images = run.load_embedding(run.path("image_embedding", split="train"))
+    images = run.open_embedding(run.path("image_embedding", split="train"), chunk_rows=args.chunk_rows)  # read a chunk at a time
     nouns_csv = run.path("nouns")
     run.check_input(nouns_csv)
     words = read_csv_column(nouns_csv, "word")
@@ -73,8 +81,14 @@ def main():
         k, why = default_num_centers(args.dataset, len(images), num_clusters(args, labels, run, device))
     print(f"k = {k} semantic centers ({why}); {len(images)} train images, {len(words)} nouns, gamma = {args.gamma}")
 
-    assignments, fallback, clustering = image_clusters(images, k, args.centers, args.kmeans_seed, kmeans_settings(args), device=device)
-    centers, sizes = member_centers(images, assignments, k, fallback=fallback)
+    if args.centers == "kmeans":
+        plan = kmeans_plan(*images.shape, k, args.kmeans_max_points_per_centroid, args.in_memory_gib)
+        run.record["kmeans_plan"] = plan
+        if plan["rows"] == "disk":
+            print(plan_note(plan, images.shape, "train images", args.in_memory_gib, args.chunk_rows))
+    assignments, fallback, clustering = image_clusters(images, k, args.centers, args.kmeans_seed, kmeans_settings(args), device=device,
+                                                       chunk_rows=args.chunk_rows)
+    centers, sizes = member_centers(images, assignments, k, fallback=fallback, chunk_rows=args.chunk_rows)
     candidates = criterion_nouns(words, args.criterion) if args.criterion else np.arange(len(words))
     noun_center, confidence = reverse_classify(nouns[candidates], centers)
     chosen, kept_center = top_nouns_per_center(noun_center, confidence, k, args.gamma)

@@ -1,12 +1,16 @@
 """Stage 4: a text counterpart for every image, softly retrieved from the kept nouns.
 
 counterpart_i = normalise(sum_j softmax_j(cos(v_i, t_j) / tau) t_j) over the kept nouns t_j.
-Writes retrieved_text_{train,test}.npy (L2-normalised, N x D).
+Writes retrieved_text_{train,test}.npy (L2-normalised, N x D), a chunk of images at a time: the
+embeddings are read from disk and the counterparts written as they are made, so memory does not
+grow with N.
 """
+import numpy as np
+
 from utils.config import base_parser, start_stage
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.paths import SPLITS
-from utils.text_space import RETRIEVAL_TAU, soft_retrieve
+from utils.text_space import RETRIEVAL_TAU, retrieved_chunks
 
 
 def build_parser():
@@ -30,12 +34,14 @@ def main():
             raise StageError(f"kept_nouns.npy does not index the {len(nouns)} noun embeddings: re-run filter_nouns.py")
         texts = nouns[kept]
     for split in SPLITS:
-        images = run.load_embedding(run.path("image_embedding", split=split))
+        # Read, retrieved and written a chunk of images at a time: memory does not grow with N.
+        images = run.open_embedding(run.path("image_embedding", split=split))
         if images.shape[1] != texts.shape[1]:
             raise StageError(f"image embeddings are {images.shape[1]}-d but text embeddings {texts.shape[1]}-d: make both with the same --backbone")
-        counterparts = soft_retrieve(images, texts, args.tau, device=device)
-        run.save_array(run.path("retrieved_text", split=split), counterparts, {"tau": args.tau, "texts": len(texts), "text_space": args.text_space})
-        print(f"{split}: {len(counterparts)} counterparts from {len(texts)} {args.text_space} (tau {args.tau}) -> {run.layout.run}")
+        run.save_array_chunks(run.path("retrieved_text", split=split), (len(images), texts.shape[1]), np.float32,
+                              retrieved_chunks(images, texts, args.tau, device=device),
+                              {"tau": args.tau, "texts": len(texts), "text_space": args.text_space})
+        print(f"{split}: {len(images)} counterparts from {len(texts)} {args.text_space} (tau {args.tau}) -> {run.layout.run}")
 
 
 if __name__ == "__main__":

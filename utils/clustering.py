@@ -2,7 +2,9 @@
 clusterings (scikit-learn) that semantic centers can be built from."""
 import numpy as np
 
+from utils.config import IN_MEMORY_GIB
 from utils.errors import StageError
+from utils.rows import CHUNK_ROWS, GIB, as_rows, chunk_bounds
 
 
 def l2_normalize(x, eps=1e-12):
@@ -16,43 +18,121 @@ def _use_gpu(device):
     return device is not None and str(device).startswith("cuda") and faiss.get_num_gpus() > 0
 
 
-def spherical_kmeans(x, k, niter, nredo, max_points_per_centroid, seed, device=None):
+def spherical_kmeans(x, k, niter, nredo, max_points_per_centroid, seed, device=None, in_memory_gib=IN_MEMORY_GIB,
+                     chunk_rows=CHUNK_ROWS):
     """faiss spherical k-means on L2-normalised rows. Returns (assignments, centroids as faiss left them).
 
     max_points_per_centroid is faiss's subsampling cap (its default 256 is what the authors ran);
     0 means no subsampling.
+
+    x is an array, or rows left on disk (utils.rows: NpyRows, Features). Up to `in_memory_gib`
+    GiB of rows (N x D float32) this is the authors' k-means: faiss gets every normalised row and
+    draws its own training subsample. Above it, the rows stay on disk: faiss trains on the
+    max_points_per_centroid x k rows it would keep (all rows when that is not fewer than N),
+    drawn here by numpy with `seed` (faiss's own draw is internal to it and changes between
+    versions, so above the threshold the sample, and with it the clusters, are another draw than
+    faiss's), read from disk; then every row is assigned to its nearest centroid a chunk of
+    `chunk_rows` at a time, with the bytes one search of all rows would give (utils.rows.chunk_bounds).
     """
     import faiss
 
-    x = np.ascontiguousarray(l2_normalize(x))
-    n, dim = x.shape
+    rows = as_rows(x)
+    n, dim = rows.shape
     if k > n:
         raise StageError(f"k-means asks for {k} clusters but there are only {n} points: lower k (--k / --num-clusters) or use more images")
     if k < 1:
         raise StageError(f"k-means needs at least one cluster, got k={k}")
+    plan = kmeans_plan(n, dim, k, max_points_per_centroid, in_memory_gib)
+    streamed = plan["rows"] == "disk"
+    if plan["sample"] == "numpy":
+        picked = np.random.default_rng(seed).choice(n, plan["training_points"], replace=False)  # in random order, as faiss's
+        x = np.ascontiguousarray(l2_normalize(rows.take(picked)))
+    else:  # every row goes to faiss (above the threshold only when every row is a training point, as asked)
+        x = normalized_rows(rows, chunk_rows)
     kmeans = faiss.Kmeans(dim, k, niter=niter, nredo=nredo, spherical=True, seed=seed, verbose=False,
                           max_points_per_centroid=max_points_per_centroid or n, gpu=_use_gpu(device))
     kmeans.train(x)
-    _, assignments = kmeans.index.search(x, 1)
-    return assignments[:, 0].astype(np.int64), kmeans.centroids.copy()
+    if not streamed:
+        _, assignments = kmeans.index.search(x, 1)
+        return assignments[:, 0].astype(np.int64), kmeans.centroids.copy()
+    del x
+    return nearest_centroid(kmeans.index, rows, chunk_rows), kmeans.centroids.copy()
 
 
-def member_centers(x, assignments, k, fallback):
+def normalized_rows(x, chunk_rows=CHUNK_ROWS):
+    """l2_normalize(x) as one float32 array, filled a chunk at a time: the rows and one chunk in
+    memory, not the rows twice (and for Features, not every part and their concatenation)."""
+    rows = as_rows(x)
+    out = np.empty(rows.shape, dtype=np.float32)
+    for start, stop in chunk_bounds(len(rows), chunk_rows):
+        out[start:stop] = l2_normalize(rows.read(start, stop))
+    return out
+
+
+def kmeans_plan(n, dim, k, max_points_per_centroid, in_memory_gib=IN_MEMORY_GIB):
+    """How spherical_kmeans clusters n x dim rows (JSON-able, for the sidecars): rows held in
+    "memory" or read from "disk"; the training points; who draws them ("faiss", "numpy", or
+    "none" when every row is one)."""
+    rows = "disk" if n * dim * 4 > in_memory_gib * GIB else "memory"
+    training = min(n, k * max_points_per_centroid) if max_points_per_centroid else n
+    sample = "none" if training == n else ("faiss" if rows == "memory" else "numpy")
+    return {"rows": rows, "training_points": int(training), "sample": sample}
+
+
+def plan_note(plan, shape, what, in_memory_gib, chunk_rows):
+    """One line for the log when k-means leaves its rows on disk, else None."""
+    if plan["rows"] == "disk":
+        return (f"{shape[0]} x {shape[1]} {what} exceed --in-memory-gib {in_memory_gib}: read from disk {chunk_rows} rows at a time, "
+                f"k-means trained on {plan['training_points']} of them (sample: {plan['sample']})")
+    return None
+
+
+def nearest_centroid(index, x, chunk_rows=CHUNK_ROWS):
+    """index.search(l2_normalize(x), 1)'s labels, as int64, searched a chunk of rows at a time."""
+    rows = as_rows(x)
+    assignments = np.empty(len(rows), dtype=np.int64)
+    for start, stop in chunk_bounds(len(rows), chunk_rows, dim=rows.shape[1]):
+        _, found = index.search(np.ascontiguousarray(l2_normalize(rows.read(start, stop))), 1)
+        assignments[start:stop] = found[:, 0]
+    return assignments
+
+
+def member_centers(x, assignments, k, fallback, chunk_rows=CHUNK_ROWS):
     """Each center = L2-normalised mean of its normalised members; an empty one keeps `fallback`.
-    Assignments of -1 (outliers) count toward no center.
+    Assignments of -1 (outliers) count toward no center. x may be rows on disk (utils.rows),
+    read a chunk at a time.
 
     (The authors take the plain mean, which is NaN for an empty center.)
     """
-    x = l2_normalize(x)
+    rows = as_rows(x)
     assignments = np.asarray(assignments)
-    members = assignments >= 0  # -1 marks an outlier (DBSCAN noise): it belongs to no center
-    if not members.all():
-        x, assignments = x[members], assignments[members]
-    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, assignments, x)
-    counts = np.bincount(assignments, minlength=k)
+    sums = np.zeros((k, rows.shape[1]), dtype=np.float64)
+    for start, stop in chunk_bounds(len(rows), chunk_rows):
+        part, assigned = l2_normalize(rows.read(start, stop)), assignments[start:stop]
+        members = assigned >= 0  # -1 marks an outlier (DBSCAN noise): it belongs to no center
+        if not members.all():
+            part, assigned = part[members], assigned[members]
+        add_in_order(sums, assigned, part)
+    counts = np.bincount(assignments[assignments >= 0], minlength=k)
     sums[counts == 0] = fallback[counts == 0]
     return l2_normalize(sums), counts
+
+
+def add_in_order(sums, index, rows):
+    """np.add.at(sums, index, rows), float64 sums: each row added to its sum one after the other,
+    in row order (the same roundings), center by center with np.add.accumulate: 6x faster."""
+    order = np.argsort(index, kind="stable")
+    grouped = index[order]
+    cuts = np.flatnonzero(np.diff(grouped)) + 1
+    for first, last in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [grouped.size]])):
+        if last == first:
+            continue
+        center = grouped[first]
+        block = np.empty((last - first + 1, sums.shape[1]), dtype=sums.dtype)
+        block[0] = sums[center]
+        block[1:] = rows[order[first:last]]
+        np.add.accumulate(block, axis=0, out=block)
+        sums[center] = block[-1]
 
 
 def knn_indices(x, num_neighbors, device=None, approximate=False):
@@ -94,8 +174,9 @@ DBSCAN_MIN_SAMPLES = 5  # scikit-learn's default; the paper tunes only the radiu
 DBSCAN_NEIGHBORS = 30
 
 
-def image_clusters(x, k, method, seed, kmeans, device=None):
-    """Group the rows of x (N x D image embeddings, L2-normalised here) into k clusters by `method`.
+def image_clusters(x, k, method, seed, kmeans, device=None, chunk_rows=CHUNK_ROWS):
+    """Group the rows of x (N x D image embeddings, L2-normalised here; an array, or rows on disk
+    (utils.rows) that k-means reads a chunk at a time) into k clusters by `method`.
 
     Returns (assignments, fallback, info): assignments, int64 of length N, a cluster in [0, k) or
     -1 for an outlier (DBSCAN noise only); fallback, k x D float32, the center member_centers keeps
@@ -125,11 +206,11 @@ def image_clusters(x, k, method, seed, kmeans, device=None):
     if method == "kmeans":
         # The raw rows go in, as before: spherical_kmeans normalises them itself, and normalising
         # twice could change the last bits and with them the clusters.
-        assignments, centroids = spherical_kmeans(x, k, device=device, **{"seed": seed, **kmeans})
+        assignments, centroids = spherical_kmeans(x, k, device=device, chunk_rows=chunk_rows, **{"seed": seed, **kmeans})
         info = {"method": method, "clusters_found": int(np.unique(assignments).size), "outliers": 0}
         return assignments, centroids, info
 
-    x = l2_normalize(x)
+    x = l2_normalize(as_rows(x).read_all())  # these methods need every row in memory
     info = {"method": method}
     if k == 1 and method != "dbscan":  # one cluster holds everything (scikit-learn refuses some such cases)
         assignments = np.zeros(n, dtype=np.int64)

@@ -24,6 +24,11 @@ AUTHORS_KMEANS_SEED = 1234
 SEED_MAX = 2**31 - 1
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
+# k-means holds the matrix it clusters (N x D float32) in memory up to this size, and faiss draws
+# its own training subsample, as the authors ran it; above it, the rows stay on disk
+# (utils.clustering.spherical_kmeans). Every paper dataset is below: ImageNet's 1.28M x 512
+# train images are 2.4 GiB, its 50,000 x 1024 [image, counterpart] test rows 0.2 GiB.
+IN_MEMORY_GIB = 4.0
 AUTO_RANGE = [2, 20]  # the K that --num-clusters auto tries by default
 
 
@@ -74,11 +79,38 @@ def add_kmeans_args(parser, niter, nredo):
     add_number(parser, "--kmeans-nredo", int, nredo, low=1)
     add_number(parser, "--kmeans-max-points-per-centroid", int, 256, low=0,
                help="faiss subsamples to this many points per centroid (its default, as the authors ran); 0 uses every point")
+    add_number(parser, "--in-memory-gib", float, IN_MEMORY_GIB, low=0,
+               help="the k-means matrix (N x D float32) is held in memory up to this size, and faiss draws its own training "
+                    "subsample (the authors' run); above it the rows stay on disk, read a chunk at a time, and faiss trains on "
+                    "max-points-per-centroid x k rows drawn with --kmeans-seed by numpy: another draw than faiss's, so other clusters")
+
+
+def chunk_rows_value(text):
+    """--chunk-rows: a positive multiple of utils.rows.CHUNK_MULTIPLE (the blocks that keep the bytes)."""
+    from utils.rows import CHUNK_MULTIPLE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < CHUNK_MULTIPLE or value % CHUNK_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of {CHUNK_MULTIPLE}, got {value}")
+    return value
+
+
+def add_chunk_rows(parser):
+    """--chunk-rows of the stages that read embeddings a chunk at a time (it never changes their bytes)."""
+    from utils.rows import CHUNK_ROWS
+
+    parser.add_argument("--chunk-rows", type=chunk_rows_value, default=CHUNK_ROWS,
+                        help="rows read from an embedding file at a time (a multiple of 8192; 65,536 x 512 float32 = 128 MiB): "
+                             "memory, not results")
 
 
 def kmeans_settings(args):
     return dict(niter=args.kmeans_niter, nredo=args.kmeans_nredo,
-                max_points_per_centroid=args.kmeans_max_points_per_centroid, seed=args.kmeans_seed)
+                max_points_per_centroid=args.kmeans_max_points_per_centroid, seed=args.kmeans_seed,
+                in_memory_gib=args.in_memory_gib)
 
 
 def pick_device(choice):

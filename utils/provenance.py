@@ -24,6 +24,7 @@ import numpy as np
 
 from utils.errors import StageError
 from utils.paths import Layout, byte_relevant_args
+from utils.rows import CHUNK_ROWS, chunk_bounds, npy_header, open_rows
 
 SIDECAR_SUFFIX = ".meta.json"
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,12 +204,42 @@ class StageRun:
         if array.ndim != 2 or array.shape[0] == 0:
             raise StageError(f"{path} should be a non-empty N x D array, got shape {array.shape}; re-run {producer}")
         array = array.astype(np.float32, copy=False)
-        bad = ~np.isfinite(array).all(1) | ~array.any(1)
-        if bad.any():
-            raise StageError(f"{path} has {bad.sum()} rows that are NaN, infinite or all zero (first: row {np.flatnonzero(bad)[0]}); re-run {producer} or fix those rows")
-        if rows is not None and array.shape[0] != rows[1]:
-            raise StageError(f"{path} has {array.shape[0]} rows but {rows[0]} has {rows[1]}; re-run {producer} so that they match")
+        self._check_rows(path, producer, [array], array.shape[0], rows)
         return array
+
+    def open_embedding(self, path, producer=None, rows=None, chunk_rows=CHUNK_ROWS, **kwargs):
+        """load_embedding's checks, made chunk by chunk, on an embedding file left on disk: returns
+        utils.rows.NpyRows (float32 rows read a chunk at a time with file reads), so that nothing
+        of N x D is held in memory, however large the file."""
+        producer = self._producer(path, producer)
+        self.check_input(path, producer, **kwargs)
+        try:
+            array = open_rows(path)
+        except (ValueError, OSError, EOFError) as error:
+            raise StageError(f"{path} is not a readable .npy file ({error}); re-run {producer}") from error
+        if len(array.shape) != 2 or array.shape[0] == 0:
+            raise StageError(f"{path} should be a non-empty N x D array, got shape {array.shape}; re-run {producer}")
+        try:
+            chunks = (array.read(start, stop) for start, stop in chunk_bounds(len(array), chunk_rows))
+            self._check_rows(path, producer, chunks, len(array), rows)
+        except ValueError as error:  # the file ends before its header says
+            raise StageError(f"{path} is not a readable .npy file ({error}); re-run {producer}") from error
+        return array
+
+    @staticmethod
+    def _check_rows(path, producer, chunks, num_rows, rows):
+        """No NaN, infinite or all-zero row in `chunks` (consecutive float32 rows); `rows` of them."""
+        count, first, start = 0, None, 0
+        for chunk in chunks:
+            bad = ~np.isfinite(chunk).all(1) | ~chunk.any(1)
+            if bad.any():
+                count += int(bad.sum())
+                first = start + int(np.flatnonzero(bad)[0]) if first is None else first
+            start += len(chunk)
+        if count:
+            raise StageError(f"{path} has {count} rows that are NaN, infinite or all zero (first: row {first}); re-run {producer} or fix those rows")
+        if rows is not None and num_rows != rows[1]:
+            raise StageError(f"{path} has {num_rows} rows but {rows[0]} has {rows[1]}; re-run {producer} so that they match")
 
     def load_labels(self, path, num_rows, required=True):
         """int64 labels, one per embedding row; all -1 when the file is absent and not required."""
@@ -263,6 +294,28 @@ class StageRun:
         array = np.asarray(array)
         extra = {"shape": list(array.shape), "dtype": str(array.dtype), **(extra or {})}
         return self._write(path, lambda f: np.save(f, array, allow_pickle=False), extra)
+
+    def save_array_chunks(self, path, shape, dtype, chunks, extra=None):
+        """save_array for an array made a chunk of rows at a time and never held whole: `chunks`
+        yields consecutive rows, in order, that fill `shape` exactly. The file goes through a temp
+        file in the same folder, renamed when complete, then the sidecar (shape, dtype, inputs, as
+        save_array's); the bytes are those np.save writes for the whole array."""
+        dtype, shape = np.dtype(dtype), tuple(int(s) for s in shape)
+        extra = {"shape": list(shape), "dtype": str(dtype), **(extra or {})}
+
+        def write(f):
+            f.write(npy_header(shape, dtype))
+            done = 0
+            for chunk in chunks:
+                chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                if chunk.shape[1:] != shape[1:] or done + len(chunk) > shape[0]:
+                    raise ValueError(f"a chunk of shape {chunk.shape} does not fit rows {done}.. of an array of shape {shape}")
+                f.write(chunk.data)
+                done += len(chunk)
+            if done != shape[0]:
+                raise ValueError(f"{done} rows written for an array of shape {shape}")
+
+        return self._write(path, write, extra)
 
     def save_text(self, path, text, extra=None):
         return self._write(path, lambda f: f.write(text.encode("utf-8")), extra)

@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from utils.clustering import l2_normalize
 from utils.errors import StageError
+from utils.rows import CHUNK_MULTIPLE, as_rows
 
 # The 7 prompt templates the authors ensemble (their spelling, "a origami" included).
 TEMPLATES = (
@@ -22,6 +23,9 @@ TEMPLATES = (
 
 # The retrieval temperature tau-tilde of the paper (stage 4); cluster naming weighs nouns with it too.
 RETRIEVAL_TAU = 0.005
+# Images per retrieval step (their softmax weights over the texts are held at once). A file read a
+# chunk at a time is read in these steps, so that the computation is the same whatever its size.
+RETRIEVAL_CHUNK = CHUNK_MULTIPLE
 
 
 def read_csv_column(path, column):
@@ -111,18 +115,28 @@ def top_nouns_per_center(assigned, confidence, num_centers, gamma):
     return keep, assigned[keep]
 
 
-def retrieval_weights(images, texts, tau, device="cpu", chunk=8192, desc="retrieving"):
-    """Yield (start, softmax_j(cos(v_i, t_j) / tau), normalised texts) chunk by chunk of images."""
+def retrieval_weights(images, texts, tau, device="cpu", chunk=RETRIEVAL_CHUNK, desc="retrieving"):
+    """Yield (start, softmax_j(cos(v_i, t_j) / tau), normalised texts) chunk by chunk of images.
+
+    images may be rows on disk (utils.rows.NpyRows): each chunk is read, then normalised."""
     texts_t = torch.from_numpy(l2_normalize(texts)).to(device)
-    images = l2_normalize(images)
-    for start in tqdm(range(0, len(images), chunk), desc=desc, unit="chunk", leave=False):
-        v = torch.from_numpy(images[start:start + chunk]).to(device)
+    rows = as_rows(images)
+    for start in tqdm(range(0, len(rows), chunk), desc=desc, unit="chunk", leave=False):
+        v = torch.from_numpy(l2_normalize(rows.read(start, start + chunk))).to(device)
         yield start, torch.softmax(v @ texts_t.T / tau, dim=1), texts_t
 
 
-def soft_retrieve(images, texts, tau, device="cpu", chunk=8192):
+def retrieved_chunks(images, texts, tau, device="cpu", chunk=RETRIEVAL_CHUNK):
+    """soft_retrieve's rows, a chunk of `chunk` images at a time (float32 arrays, in order)."""
+    for _, weights, texts_t in retrieval_weights(images, texts, tau, device, chunk):
+        yield torch.nn.functional.normalize(weights @ texts_t, dim=1).cpu().numpy()
+
+
+def soft_retrieve(images, texts, tau, device="cpu", chunk=RETRIEVAL_CHUNK):
     """Counterpart_i = normalise(sum_j softmax_j(cos(v_i, t_j) / tau) t_j)."""
     out = np.empty((len(images), texts.shape[1]), dtype=np.float32)
-    for start, weights, texts_t in retrieval_weights(images, texts, tau, device, chunk):
-        out[start:start + len(weights)] = torch.nn.functional.normalize(weights @ texts_t, dim=1).cpu().numpy()
+    start = 0
+    for part in retrieved_chunks(images, texts, tau, device, chunk):
+        out[start:start + len(part)] = part
+        start += len(part)
     return out
