@@ -25,6 +25,7 @@ from utils.errors import StageError, add_number, parse_args, run_main
 from utils.naming import (
     KMEANS_SOURCES,
     add_source_arg,
+    cluster_sums,
     kept_nouns,
     load_clusters,
     noun_mass,
@@ -76,9 +77,10 @@ def embed_new_images(run, args, images, device):
     return centre_on_train(backbone, features, "test", mean)[0]
 
 
-def assign(run, source, new, run_images, preds, k, tau, device):
+def assign(run, source, new, clustered, preds, k, nouns, tau, device):
     """Each new image's cluster and confidence: the head's argmax and probability, or the nearest
-    mean of the run's k-means clusters (as k-means assigns) and the cosine to its direction."""
+    mean of the run's k-means clusters (of `clustered`, the features they were made from: as
+    k-means assigns) and the cosine to its direction."""
     if source not in KMEANS_SOURCES:
         from utils.heads import load_head, predict_proba
 
@@ -88,11 +90,8 @@ def assign(run, source, new, run_images, preds, k, tau, device):
     if source == "concat_kmeans":
         from utils.text_space import soft_retrieve
 
-        texts = soft_retrieve(new, kept_nouns(run)[1], tau, device)
-    clustered = source_features(run, source, run_images)
-    sums = np.zeros((k, clustered.shape[1]), dtype=np.float64)
-    np.add.at(sums, preds, clustered)
-    means = (sums / np.maximum(np.bincount(preds, minlength=k), 1)[:, None]).astype(np.float32)
+        texts = soft_retrieve(new, nouns, tau, device)
+    means = (cluster_sums(clustered, preds, k) / np.maximum(np.bincount(preds, minlength=k), 1)[:, None]).astype(np.float32)
     features = source_features(run, source, new, texts)
     distances = (features ** 2).sum(1, keepdims=True) - 2 * features @ means.T + (means ** 2).sum(1)
     distances[:, ~means.any(1)] = np.inf  # an empty cluster has no mean
@@ -107,7 +106,7 @@ def main():
     images = image_folder(args.images, transform=None)  # an empty or missing folder fails here, before any work
 
     run_images = run.load_embedding(run.path("image_embedding", split="test"))
-    preds, k, confidence = load_clusters(run, args.source, run_images)
+    preds, k, confidence, clustered = load_clusters(run, args.source, run_images)
     words, embeddings = kept_nouns(run)
     tau = retrieval_tau(run)
     top_name = [names[0][0] for names in rank_names(noun_mass(run_images, embeddings, preds, k, tau, device), words, 1)]
@@ -119,7 +118,7 @@ def main():
     paths, new = images.paths, embed_new_images(run, args, images, device)
     if new.shape[1] != run_images.shape[1]:
         raise StageError(f"the new images have {new.shape[1]} dims but the run's have {run_images.shape[1]}: pass the run's --backbone")
-    cluster, certainty = assign(run, args.source, new, run_images, preds, k, tau, device)
+    cluster, certainty = assign(run, args.source, new, clustered, preds, k, embeddings, tau, device)
     unsure = certainty < floor[cluster]
     extra = {"images": os.path.abspath(args.images), "source": args.source, "num_clusters": k, "tau": tau,
              "unsure_below": {int(c): float(floor[c]) for c in np.unique(preds)}, "unsure_percentile": UNSURE_PERCENTILE}

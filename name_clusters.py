@@ -63,7 +63,7 @@ def main():
     run, device = start_stage(__file__, args)
 
     images = run.load_embedding(run.path("image_embedding", split="test"))
-    preds, k, confidence = load_clusters(run, args.source, images)
+    preds, k, confidence, _ = load_clusters(run, args.source, images)
     labels = run.load_labels(run.path("labels", split="test"), len(images), required=False)
     index_path = run.path("image_index", split="test")
     # embeddings placed by hand have no index: rows are then the images' own order

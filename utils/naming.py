@@ -29,8 +29,8 @@ def source_features(run, source, images, texts=None):
 
 
 def load_clusters(run, source, images):
-    """The run's predictions for its test `images` (from the heads or a k-means), K, and each
-    image's confidence in its cluster."""
+    """The run's predictions for its test `images` (from the heads or a k-means), K, each image's
+    confidence in its cluster, and for a k-means the features it clustered (None for heads)."""
     kmeans = source in KMEANS_SOURCES
     preds_path = run.path("kmeans_preds", method=source) if kmeans else run.path("head_preds", prefix=source)
     producer = run.layout.producer(preds_path)
@@ -39,12 +39,13 @@ def load_clusters(run, source, images):
         raise StageError(f"{preds_path} has {preds.shape[0] if preds.ndim else 0} predictions for {len(images)} test images: re-run {producer}")
     k = int((read_sidecar(preds_path) or {}).get("num_clusters", preds.max() + 1))
     if kmeans:
-        return preds, k, centroid_confidence(source_features(run, source, images), preds, k)
+        features = source_features(run, source, images)
+        return preds, k, centroid_confidence(features, preds, k), features
     from utils.heads import load_head
 
     checkpoint_path = run.path("head", prefix=source)
     run.check_input(checkpoint_path)
-    return preds, k, head_confidence(load_head(checkpoint_path), torch.from_numpy(l2_normalize(images)), preds)
+    return preds, k, head_confidence(load_head(checkpoint_path), torch.from_numpy(l2_normalize(images)), preds), None
 
 
 def kept_nouns(run):
@@ -105,10 +106,15 @@ def centroid_confidence(features, preds, num_clusters):
     """k-means has no probabilities: the cosine between each image's clustered feature and its
     cluster's mean direction (1 = at the center)."""
     features = l2_normalize(features)
+    centers = l2_normalize(cluster_sums(features, preds, num_clusters).astype(np.float32))
+    return (features * centers[preds]).sum(1)
+
+
+def cluster_sums(features, preds, num_clusters):
+    """Each cluster's sum of its rows of `features`, in float64 (zeros for an empty cluster)."""
     sums = np.zeros((num_clusters, features.shape[1]), dtype=np.float64)
     np.add.at(sums, preds, features)
-    centers = l2_normalize(sums.astype(np.float32))
-    return (features * centers[preds]).sum(1)
+    return sums
 
 
 def most_confident(preds, confidence, cluster, count):

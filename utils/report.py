@@ -60,20 +60,19 @@ class ClusterReport:
         self.title, self.preds, self.confidence, self.index = title, preds, confidence, index
         self.ranked, self.sizes, self.paths = ranked, sizes, paths
         self.labels, self.class_names, self.majority, self.relations, self.match = labels, class_names, majority, relations, match
-        self.shown = shown
+        self.clusters = [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]  # largest first
+        self.shown = {c: self._most_and_least(c, shown) for c in self.clusters}
 
-    def clusters_by_size(self):
-        return [int(c) for c in np.argsort(-self.sizes, kind="stable") if self.sizes[c] > 0]
-
-    def most_and_least(self, cluster):
-        """Rows of the cluster's `shown` most confident images, best first, and of its `shown` least
+    def _most_and_least(self, cluster, count):
+        """Rows of the cluster's `count` most confident images, best first, and of its `count` least
         confident, least first (without repeating a most confident one in a small cluster)."""
-        most = most_confident(self.preds, self.confidence, cluster, self.shown)
-        least = most_confident(self.preds, -self.confidence, cluster, self.shown)
-        return most, np.array([r for r in least if r not in set(most.tolist())], dtype=np.int64)
+        most = most_confident(self.preds, self.confidence, cluster, count)
+        shown = set(most.tolist())
+        least = most_confident(self.preds, -self.confidence, cluster, count)
+        return most, np.array([r for r in least if r not in shown], dtype=np.int64)
 
     def thumbnail_rows(self):
-        return np.unique(np.concatenate([np.concatenate(self.most_and_least(c)) for c in self.clusters_by_size()]))
+        return np.unique(np.concatenate([np.concatenate(self.shown[c]) for c in self.clusters]))
 
     def majority_line(self, cluster):
         if self.majority is None or self.majority[cluster] < 0:
@@ -113,7 +112,7 @@ class ClusterReport:
         total = len(self.preds)
         parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(self.title)}</title>",
                  f"<style>{STYLE}</style></head><body>", f"<h1>{esc(self.title)}</h1>",
-                 f"<p>{total} images in {len(self.clusters_by_size())} non-empty clusters. Every image with its cluster "
+                 f"<p>{total} images in {len(self.clusters)} non-empty clusters. Every image with its cluster "
                  f"and confidence: <a href=\"../assignments.csv\">assignments.csv</a> (and under each cluster below); "
                  f"the names and their mass: <a href=\"../cluster_names.csv\">cluster_names.csv</a>. Names are the kept "
                  f"nouns ranked by their mean soft-retrieval weight over the cluster's images.</p>"]
@@ -124,13 +123,13 @@ class ClusterReport:
                          f"whose top name names their class.</p>")
         parts += ["<h2>Overview</h2>", '<table id="overview"><tr><th>cluster</th><th>images</th><th></th><th>names (mass)</th></tr>']
         largest = max(int(self.sizes.max()), 1)
-        for c in self.clusters_by_size():
+        for c in self.clusters:
             parts.append(f'<tr><td><a href="#cluster-{c}">{c}</a></td><td>{self.sizes[c]}</td>'
                          f'<td><span class="bar" style="width:{8 * self.sizes[c] / largest:.2f}em"></span></td>'
                          f"<td>{esc(self.names(c))}</td></tr>")
         parts.append("</table>")
-        for c in self.clusters_by_size():
-            most, least = self.most_and_least(c)
+        for c in self.clusters:
+            most, least = self.shown[c]
             parts += [f'<section class="cluster" id="cluster-{c}">',
                       f"<h2>Cluster {c}: {esc(self.ranked[c][0][0])}</h2>",
                       f"<p>{self.sizes[c]} images ({100 * self.sizes[c] / total:.1f}%). Names: {esc(self.names(c))}. "
@@ -149,13 +148,13 @@ class ClusterReport:
 
     # ---- Markdown ------------------------------------------------------------------------------
     def markdown(self, with_thumbnails):
-        lines = [f"# {self.title}", "", f"{len(self.preds)} images in {len(self.clusters_by_size())} non-empty clusters; "
+        lines = [f"# {self.title}", "", f"{len(self.preds)} images in {len(self.clusters)} non-empty clusters; "
                  "open `index.html` for every cluster's most and least confident images. Every image's cluster and "
                  "confidence: `../assignments.csv`.", "", "| cluster | images | names (mass) |", "|---|---|---|"]
-        lines += [f"| [{c}](#cluster-{c}) | {self.sizes[c]} | {self.names(c)} |" for c in self.clusters_by_size()]
-        for c in self.clusters_by_size():
+        lines += [f"| [{c}](#cluster-{c}) | {self.sizes[c]} | {self.names(c)} |" for c in self.clusters]
+        for c in self.clusters:
             lines += ["", f"## Cluster {c}", "", f"{self.sizes[c]} images. Names: {self.names(c)}. {self.majority_line(c)}".rstrip()]
             if with_thumbnails:
-                most, _ = self.most_and_least(c)
+                most, _ = self.shown[c]
                 lines += ["", " ".join(f"![image {self.index[r]}]({thumbnail_name(self.index[r])})" for r in most)]
         return "\n".join(lines) + "\n"
