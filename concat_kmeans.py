@@ -6,7 +6,7 @@ seed is --kmeans-seed (default faiss's 1234, the authors' one draw), not --seed.
 --image-only this is the "CLIP (k-means)" baseline on the image embeddings alone.
 Writes concat_kmeans_preds.npy and concat_kmeans_metrics.json (image_kmeans_* with --image-only).
 """
-from utils.clustering import kmeans_plan, plan_note, spherical_kmeans
+from utils.clustering import spherical_kmeans
 from utils.config import (
     add_chunk_rows,
     add_kmeans_args,
@@ -14,6 +14,7 @@ from utils.config import (
     base_parser,
     kmeans_settings,
     num_clusters,
+    record_kmeans_plan,
     start_stage,
 )
 from utils.errors import parse_args, run_main
@@ -47,10 +48,7 @@ def main():
                                    chunk_rows=args.chunk_rows)
         features = Features(images, texts)  # [normalised image, normalised counterpart]
     k = num_clusters(args, labels, run, device)
-    plan = kmeans_plan(*features.shape, k, args.kmeans_max_points_per_centroid, args.in_memory_gib)
-    run.record["kmeans_plan"] = plan
-    if plan["rows"] == "disk":
-        print(plan_note(plan, features.shape, "features", args.in_memory_gib, args.chunk_rows))
+    record_kmeans_plan(run, args, features.shape, k, "features")
     preds, _ = spherical_kmeans(features, k, device=device, chunk_rows=args.chunk_rows, **kmeans_settings(args))
     metrics = evaluate(labels, preds)
     extra = {"num_clusters": k, "kmeans": kmeans_settings(args)}

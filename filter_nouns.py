@@ -15,9 +15,7 @@ import numpy as np
 from utils.clustering import (
     CENTER_METHODS,
     image_clusters,
-    kmeans_plan,
     member_centers,
-    plan_note,
 )
 from utils.config import (
     add_chunk_rows,
@@ -27,6 +25,7 @@ from utils.config import (
     default_num_centers,
     kmeans_settings,
     num_clusters,
+    record_kmeans_plan,
     start_stage,
 )
 from utils.errors import StageError, add_number, parse_args, run_main
@@ -82,10 +81,7 @@ def main():
     print(f"k = {k} semantic centers ({why}); {len(images)} train images, {len(words)} nouns, gamma = {args.gamma}")
 
     if args.centers == "kmeans":
-        plan = kmeans_plan(*images.shape, k, args.kmeans_max_points_per_centroid, args.in_memory_gib)
-        run.record["kmeans_plan"] = plan
-        if plan["rows"] == "disk":
-            print(plan_note(plan, images.shape, "train images", args.in_memory_gib, args.chunk_rows))
+        record_kmeans_plan(run, args, images.shape, k, "train images")
     assignments, fallback, clustering = image_clusters(images, k, args.centers, args.kmeans_seed, kmeans_settings(args), device=device,
                                                        chunk_rows=args.chunk_rows)
     centers, sizes = member_centers(images, assignments, k, fallback=fallback, chunk_rows=args.chunk_rows)

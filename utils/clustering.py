@@ -79,14 +79,6 @@ def kmeans_plan(n, dim, k, max_points_per_centroid, in_memory_gib=IN_MEMORY_GIB)
     return {"rows": rows, "training_points": int(training), "sample": sample}
 
 
-def plan_note(plan, shape, what, in_memory_gib, chunk_rows):
-    """One line for the log when k-means leaves its rows on disk, else None."""
-    if plan["rows"] == "disk":
-        return (f"{shape[0]} x {shape[1]} {what} exceed --in-memory-gib {in_memory_gib}: read from disk {chunk_rows} rows at a time, "
-                f"k-means trained on {plan['training_points']} of them (sample: {plan['sample']})")
-    return None
-
-
 def nearest_centroid(index, x, chunk_rows=CHUNK_ROWS):
     """index.search(l2_normalize(x), 1)'s labels, as int64, searched a chunk of rows at a time."""
     rows = as_rows(x)

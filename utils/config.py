@@ -113,6 +113,18 @@ def kmeans_settings(args):
                 in_memory_gib=args.in_memory_gib)
 
 
+def record_kmeans_plan(run, args, shape, k, what):
+    """Record in the stage's sidecars how its k-means clusters `shape` rows (utils.clustering.kmeans_plan:
+    in memory, or from disk on a sample above --in-memory-gib), and say so in the log when from disk."""
+    from utils.clustering import kmeans_plan
+
+    plan = kmeans_plan(*shape, k, args.kmeans_max_points_per_centroid, args.in_memory_gib)
+    run.record["kmeans_plan"] = plan
+    if plan["rows"] == "disk":
+        print(f"{shape[0]} x {shape[1]} {what} exceed --in-memory-gib {args.in_memory_gib}: read from disk {args.chunk_rows} rows at a time, "
+              f"k-means trained on {plan['training_points']} of them (sample: {plan['sample']})")
+
+
 def pick_device(choice):
     """The one place the device is chosen; everything else receives it. Under torchrun each rank
     takes the GPU of its local rank (cuda:LOCAL_RANK)."""
