@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from utils.backbones import centre_on_train, embed_images, load_backbone
-from utils.clustering import l2_normalize
-from utils.config import add_runtime_arg, base_parser, start_stage
+from utils.cli import add_runtime_arg, base_parser
 from utils.datasets import build_transform, image_folder
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.naming import (
@@ -34,6 +33,8 @@ from utils.naming import (
     source_features,
 )
 from utils.provenance import read_sidecar
+from utils.rows import l2_normalize
+from utils.stage import start_stage
 
 UNSURE_PERCENTILE = 5
 

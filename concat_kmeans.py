@@ -6,21 +6,19 @@ seed is --kmeans-seed (default faiss's 1234, the authors' one draw), not --seed.
 --image-only this is the "CLIP (k-means)" baseline on the image embeddings alone.
 Writes concat_kmeans_preds.npy and concat_kmeans_metrics.json (image_kmeans_* with --image-only).
 """
-from utils.clustering import spherical_kmeans
-from utils.config import (
+from utils.cli import (
     add_chunk_rows,
     add_kmeans_args,
     add_num_clusters,
     base_parser,
     kmeans_settings,
-    num_clusters,
-    record_kmeans_plan,
-    start_stage,
 )
+from utils.clustering import record_kmeans_plan, spherical_kmeans
 from utils.errors import parse_args, run_main
 from utils.metrics import evaluate, format_metrics
-from utils.paths import kmeans_method
+from utils.num_clusters import resolve_num_clusters
 from utils.rows import Features
+from utils.stage import start_stage
 
 
 def build_parser():
@@ -32,6 +30,15 @@ def build_parser():
     return parser
 
 
+def method(args):
+    """The output prefix: image_kmeans (--image-only, the images alone) or concat_kmeans."""
+    return "image_kmeans" if args.image_only else "concat_kmeans"
+
+
+def outputs(layout, args):
+    return [layout.path(name, method=method(args)) for name in ("kmeans_preds", "kmeans_metrics")]
+
+
 def main():
     args = parse_args(build_parser())
     run, device = start_stage(__file__, args)
@@ -40,14 +47,14 @@ def main():
     # memory up to --in-memory-gib, as the authors ran it.
     images = run.open_embedding(run.path("image_embedding", split="test"), chunk_rows=args.chunk_rows)
     labels = run.load_labels(run.path("labels", split="test"), len(images), required=args.num_clusters is None)
-    name = kmeans_method(args)
+    name = method(args)
     if args.image_only:
         features = Features(images)  # the normalised image embeddings
     else:
         texts = run.open_embedding(run.path("retrieved_text", split="test"), rows=("image_embedding_test.npy", len(images)),
                                    chunk_rows=args.chunk_rows)
         features = Features(images, texts)  # [normalised image, normalised counterpart]
-    k = num_clusters(args, labels, run, device)
+    k = resolve_num_clusters(args, labels, run, device)
     record_kmeans_plan(run, args, features.shape, k, "features")
     preds, _ = spherical_kmeans(features, k, device=device, chunk_rows=args.chunk_rows, **kmeans_settings(args))
     metrics = evaluate(labels, preds)

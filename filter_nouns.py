@@ -12,23 +12,22 @@ counterparts, and with them the clusters, follow that criterion (IC|TC's idea, w
 """
 import numpy as np
 
-from utils.clustering import (
-    CENTER_METHODS,
-    image_clusters,
-    member_centers,
-)
-from utils.config import (
+from utils.cli import (
     add_chunk_rows,
     add_kmeans_args,
     add_num_clusters,
     base_parser,
-    default_num_centers,
     kmeans_settings,
-    num_clusters,
+)
+from utils.clustering import (
+    CENTER_METHODS,
+    image_clusters,
+    member_centers,
     record_kmeans_plan,
-    start_stage,
 )
 from utils.errors import StageError, add_number, parse_args, run_main
+from utils.num_clusters import default_num_centers, resolve_num_clusters
+from utils.stage import start_stage
 from utils.text_space import read_csv_column, reverse_classify, top_nouns_per_center
 
 
@@ -62,6 +61,10 @@ def criterion_nouns(words, criterion):
     return rows
 
 
+def outputs(layout, args):
+    return [layout.path(name) for name in ("kept_nouns", "kept_nouns_csv", "semantic_centers")]
+
+
 def main():
     args = parse_args(build_parser())
     run, device = start_stage(__file__, args)
@@ -77,7 +80,7 @@ def main():
         k, why = args.k, "--k"
     else:  # Eq. 2 needs K: from --num-clusters or the train labels
         labels = run.load_labels(run.path("labels", split="train"), len(images), required=args.num_clusters is None)
-        k, why = default_num_centers(args.dataset, len(images), num_clusters(args, labels, run, device))
+        k, why = default_num_centers(args.dataset, len(images), resolve_num_clusters(args, labels, run, device))
     print(f"k = {k} semantic centers ({why}); {len(images)} train images, {len(words)} nouns, gamma = {args.gamma}")
 
     if args.centers == "kmeans":

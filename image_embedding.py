@@ -2,11 +2,16 @@
 
 Writes data/<ds>/<bb>/image_embedding_{train,test}.npy (float32, N x D, the encoder's output,
 not normalised), labels_{train,test}.npy (int64, -1 where the dataset has none) and
-image_index_{train,test}.npy (each row's index in the split, e.g. to find its file), and
-class_names.csv when the dataset names its classes.
+image_index_{train,test}.npy (each row's index in the split), class_names.csv when the dataset
+names its classes, and for datasets read from image files image_files_{train,test}.csv: each
+row's file (path relative to the dataset's folder, size, modification time). Every later script
+finds a row's file there; an added, removed or replaced file makes these outputs stale.
+On a changed folder only new or changed images are encoded: the rows of unchanged images come
+from the previous outputs (utils/encoded.py), and the result is the bytes of a fresh run.
 --train-subset N embeds a seeded random subset of N train images (for a quick run on a CPU).
 A backbone whose features need centring (lite0-minilm) is centred on the mean of the train
-embeddings written here; the mean is recorded in both splits' sidecars (`image_mean`).
+embeddings written here; the mean is recorded in both splits' sidecars (`image_mean`), and the
+rows before centring are kept in encoded_{train,test}.npy for reuse.
 Under torchrun each rank encodes its share of the shards (utils/distributed.py) and rank 0 writes
 the same files as one process; an interrupted run resumes from the shards it finished.
 """
@@ -16,12 +21,22 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from utils.backbones import centre_on_train, embed_images, load_backbone
-from utils.config import add_runtime_arg, base_parser, start_stage
-from utils.datasets import build_transform, class_names, image_files, load_split
-from utils.distributed import Shards, is_main, main_first, shard_key, shard_size
+from utils.backbones import centre_on_train, embed_images, encoder_record, load_backbone
+from utils.cli import add_runtime_arg, base_parser
+from utils.datasets import (
+    build_transform,
+    class_names,
+    folder_rows,
+    image_file_record,
+    load_split,
+    reads_files,
+)
+from utils.distributed import Shards, is_main, join, main_first, shard_key, shard_size
+from utils.encoded import RECORD_HEADER, EncodedRows, record_rows
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.paths import SPLITS
+from utils.reuse import row_key
+from utils.stage import start_stage
 
 
 def build_parser():
@@ -36,15 +51,28 @@ def build_parser():
     return parser
 
 
+def outputs(layout, args):
+    """The files this stage writes for these arguments (those a driver checks before reusing it)."""
+    names = ("image_embedding", "labels", "image_index") + (("image_files",) if reads_files(args.dataset) else ())
+    return [layout.path(name, split=split) for name in names for split in SPLITS]
+
+
 def main():
     args = parse_args(build_parser())
     run, device = start_stage(__file__, args, distributed=True)
+    join(device)
     out = run.layout.dataset
     root = args.root or os.path.join(args.data_dir, "datasets")
     workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
 
     with main_first():  # a download or a fitted map, made once
         backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
+    encoder = encoder_record(backbone, device, "image", args.batch_size)
+    key = row_key(run, encoder)
+    centred = getattr(backbone, "centre_on_train", False)
+    previous = EncodedRows(key)  # opened before anything is written
+    for split in SPLITS:
+        previous.add_previous(run.path("encoded" if centred else "image_embedding", split=split), run.path("image_files", split=split))
     transform = build_transform(args.dataset, backbone)
     mean, done = None, []
     for split in SPLITS:  # train first: its mean centres both splits
@@ -58,22 +86,38 @@ def main():
                 print(f"train: a seeded subset of {len(index)} images (--train-subset, seed {args.seed})")
         if len(dataset) == 0:
             raise StageError(f"{split} images: the dataset has no images")
-        shards = Shards(os.path.join(out, "shards", f"image_embedding_{split}"), len(dataset), shard_size(args.shard_size, args.batch_size),
-                        shard_key(run, device, backbone.runtime, split, index, image_files(dataset)))
+        record = image_file_record(dataset)
+        reused = previous.found(record) if record is not None else np.zeros(len(dataset), dtype=bool)
+        todo = np.flatnonzero(~reused)
+        if is_main() and reused.any():
+            print(f"{split}: encoding {len(todo)} new or changed images, reusing the rows of {int(reused.sum())} unchanged ones")
+        shards = Shards(os.path.join(out, "shards", f"image_embedding_{split}"), len(todo), shard_size(args.shard_size, args.batch_size),
+                        shard_key(run, encoder, split, index[todo], [record[i] for i in todo] if record is not None else []))
         done.append(shards)
 
         def encode(rows, bar):
             with torch.inference_mode():
-                features, labels = embed_images(backbone, Subset(dataset, rows), args.batch_size, workers, bar=bar)
+                features, labels = embed_images(backbone, Subset(dataset, todo[rows]), args.batch_size, workers, bar=bar)
             return {"features": features, "labels": labels}
 
-        encoded = shards.run(encode, f"{split} images", "image")
-        if encoded is None:  # not rank 0: rank 0 writes the files
+        encoded = shards.run(encode, f"{split} images", "image") if len(todo) else {}
+        if not is_main():  # rank 0 writes the files
             continue
-        features, labels = encoded["features"], encoded["labels"]
+        features, labels = _assemble(dataset, record, reused, todo, encoded, previous)
+        if record is not None:
+            previous.add(record, features)  # the test split may hold the same images
+        raw = features
         features, mean = centre_on_train(backbone, features, split, mean)
+        extra = {"encoder": encoder, "row_key": key}
         centring = {} if mean is None else {"centred_on": "the mean of the train embeddings", "image_mean": mean.tolist()}
-        run.save_array(run.path("image_embedding", split=split), features, {"runtime": backbone.runtime, **centring})
+        files = folder_rows(dataset)
+        if files is not None:  # the folder's files are an input: a change makes these outputs stale
+            run.sources = [files[0].source]
+            run.save_csv(run.path("image_files", split=split), RECORD_HEADER, record_rows(record), {"root": files[0].root})
+        if centred:
+            run.save_array(run.path("encoded", split=split), raw, extra)
+        run.save_array(run.path("image_embedding", split=split), features, {**extra, "runtime": encoder["runtime"], **centring})
+        run.sources = []
         run.save_array(run.path("labels", split=split), labels)
         run.save_array(run.path("image_index", split=split), index.astype(np.int64))
         names = class_names(args.dataset, dataset)
@@ -83,6 +127,23 @@ def main():
     if is_main():
         for shards in done:  # kept until both splits are written, so a run stopped in between resumes
             shards.remove()
+
+
+def _assemble(dataset, record, reused, todo, encoded, previous):
+    """The split's rows in order: the encoded ones, and the reused ones from earlier outputs; labels
+    from the dataset itself for reused rows (a folder's labels come from its listing)."""
+    n = len(reused)
+    dim = encoded["features"].shape[1] if len(todo) else previous.sources[0].shape[1]
+    features = np.empty((n, dim), dtype=np.float32)
+    labels = np.empty(n, dtype=np.int64)
+    if len(todo):
+        features[todo], labels[todo] = encoded["features"], encoded["labels"]
+    if reused.any():
+        rows = np.flatnonzero(reused)
+        previous.take(record, features, rows)
+        files, positions = folder_rows(dataset)
+        labels[rows] = files.labels[positions[rows]]
+    return features, labels
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from utils.config import base_parser, start_stage
+from utils.cli import base_parser
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.naming import (
     add_source_arg,
@@ -34,6 +34,7 @@ from utils.naming import (
     retrieval_tau,
 )
 from utils.provenance import read_sidecar
+from utils.stage import start_stage
 from utils.text_space import read_csv_column
 
 
@@ -48,10 +49,23 @@ def build_parser():
     return parser
 
 
-def test_split(args, run):
-    """The test images (PIL, for thumbnails) and their file paths where the dataset has files."""
+def outputs(layout, args):
+    return [layout.path(name) for name in ("cluster_names", "assignments", "report", "report_md")]
+
+
+def test_split(args, run, num_rows):
+    """The test images (PIL, for thumbnails) and their file paths where the dataset has files: for
+    a dataset read from files, the files stage 1 recorded, row by row (image_files_test.csv),
+    never a fresh listing of the folder."""
     from utils.datasets import ImageFiles, load_split
 
+    record_path = run.path("image_files", split="test")
+    if os.path.exists(record_path):
+        meta = run.check_input(record_path) or {}
+        paths = [os.path.join(meta.get("root", ""), p) for p in read_csv_column(record_path, "path")]
+        if len(paths) != num_rows:
+            raise StageError(f"{record_path} lists {len(paths)} files for {num_rows} test rows: re-run image_embedding.py")
+        return ImageFiles(paths, np.full(len(paths), -1)), paths
     recorded = (read_sidecar(run.path("image_embedding", split="test")) or {}).get("args", {})
     root = args.root or recorded.get("root") or os.path.join(args.data_dir, "datasets")
     dataset = load_split(args.dataset, "test", root)
@@ -79,7 +93,7 @@ def main():
         class_names = read_csv_column(run.path("class_names"), "name")
 
     try:
-        dataset, paths = test_split(args, run)
+        dataset, paths = test_split(args, run, len(images))
     except StageError as error:  # e.g. embeddings placed by hand: names and assignments, no thumbnails
         print(f"note: no thumbnails, the images cannot be read ({error})")
         dataset, paths = None, None

@@ -22,11 +22,7 @@ import argparse
 import csv
 import itertools
 
-from utils.errors import add_number, parse_args, run_main
-from utils.losses import ALL_TERMS
-from utils.metrics import metrics_table, stack_metrics
-from utils.paths import Layout, backbone_tag
-from utils.pipeline import (
+from run_pipeline import (
     ROOT,
     SeedRun,
     add_pipeline_args,
@@ -34,6 +30,10 @@ from utils.pipeline import (
     protocol,
     run_embeddings,
 )
+from utils.errors import add_number, parse_args, run_main
+from utils.losses import ALL_TERMS
+from utils.metrics import metrics_table, stack_metrics
+from utils.paths import Layout, backbone_tag
 from utils.provenance import StageRun
 
 PUBLISHED = f"{ROOT}/data/published_results.csv"
@@ -146,9 +146,11 @@ def save_table(args, record, rows, results, runs):
     figures = []
     if args.command == "main":
         from utils.figures import accuracy_curves, head_tsne
+        from utils.heads import head_logits
 
         first = Layout.of(args, runs["TAC"][0])  # the figures read the first seed's run, named in their sidecars
-        figures = [accuracy_curves(record, first, ("head", "dxmc_head", "dxmc_trunk_head")), head_tsne(record, first, "head")]
+        figures = [accuracy_curves(record, first, ("head", "dxmc_head", "dxmc_trunk_head")),
+                   head_tsne(record, first, head_logits(record, first, "head"))]
     elif args.command in SWEEPS:
         from utils.figures import sweep_plot
 

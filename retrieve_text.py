@@ -7,9 +7,10 @@ grow with N.
 """
 import numpy as np
 
-from utils.config import base_parser, start_stage
+from utils.cli import base_parser
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.paths import SPLITS
+from utils.stage import start_stage
 from utils.text_space import RETRIEVAL_TAU, retrieved_chunks
 
 
@@ -19,6 +20,10 @@ def build_parser():
     parser.add_argument("--text-space", choices=["nouns", "classnames"], default="nouns",
                         help="retrieve from the nouns kept by filter_nouns.py, or from the class names (zero_shot.py writes them; the paper's TAC-dagger)")
     return parser
+
+
+def outputs(layout, args):
+    return [layout.path("retrieved_text", split=split) for split in SPLITS]
 
 
 def main():

@@ -5,6 +5,12 @@ a table of image-only k-means, TAC without training (concat k-means) and TAC (cl
 With --report it ends with named clusters and a report (name_clusters.py), the main output for
 a folder of unlabelled photos (--dataset folder:<path> --num-clusters K).
 
+The stage runner lives here too (run_stage, SeedRun; reproduce.py uses it): a stage runs with the
+arguments a user would give it, in this process as `python script ...` would, and is skipped when
+every output it would write is up to date (utils/reuse.py). Every (variant, seed) of stages 3-6
+gets its own run folder, named by what it varies, so runs never overwrite each other and tables
+share the runs they have in common.
+
 The embeddings are deterministic and shared. Every seed runs stages 3-6 in its own folder,
 data/<ds>/<bb>/runs/<run>/ (e.g. runs/seed0), so no seed overwrites another. As the authors ran,
 the k-means of stages 3 and 5 is one fixed draw (faiss's seed 1234) and the seeds vary the head
@@ -12,13 +18,147 @@ training only; --resample-kmeans redraws the k-means per seed too. --subset-seed
 subset of --train-subset.
 """
 import argparse
+import importlib
 import os
+import sys
 
-from utils.errors import parse_args, run_main
+from utils.cli import add_num_clusters, add_runtime_arg
+from utils.config import AUTHORS_KMEANS_SEED, SEED_MAX
+from utils.errors import StageError, add_number, parse_args, run_main
 from utils.metrics import metrics_table, stack_metrics
 from utils.paths import Layout, backbone_tag
-from utils.pipeline import SeedRun, add_pipeline_args, option, protocol, run_embeddings
 from utils.provenance import StageRun
+from utils.reuse import how_made, up_to_date
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+KMEANS_STAGES = ("filter_nouns.py", "concat_kmeans.py")
+CLUSTER_STAGES = ("filter_nouns.py", "concat_kmeans.py", "train_head.py")  # the stages that take --num-clusters
+
+
+def run_stage(script, argv):
+    """Run `script argv` unless its outputs are up to date; return the outputs' paths."""
+    module = importlib.import_module(script[:-3])
+    args = module.build_parser().parse_args([str(a) for a in argv])
+    outputs = module.outputs(Layout.of(args), args)
+    path = os.path.join(ROOT, script)
+    if all(up_to_date(out, path, args) for out in outputs):
+        made = how_made(outputs[0])
+        print(f"== {script}: up to date, reusing {os.path.dirname(outputs[0])}{f' ({made})' if made else ''}", flush=True)
+        return outputs
+    print(f"== {script} {' '.join(map(str, argv))}", flush=True)
+    if call_script(script, argv) != 0:
+        raise StageError(f"{script} failed (its message is above); fix that and run this command again: finished stages are reused")
+    return outputs
+
+
+def call_script(script, argv):
+    """`python script argv` in this process: the same parsing, messages and exit code (returned),
+    without starting Python and importing torch again (about 3 s a stage). Each stage seeds
+    everything it uses when it starts, so its outputs are the same bytes as from its own process."""
+    module = importlib.import_module(script[:-3])
+    saved = sys.argv
+    sys.argv = [os.path.join(ROOT, script), *map(str, argv)]
+    try:
+        run_main(module.main)
+    except SystemExit as done:
+        if isinstance(done.code, str):  # sys.exit("message"), as Python reports it
+            print(done.code, file=sys.stderr)
+            return 1
+        return done.code or 0
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def option(name, value):
+    if value is None:
+        return []
+    return [name, *map(str, value)] if isinstance(value, list) else [name, str(value)]
+
+
+def add_pipeline_args(parser):
+    """The arguments of a whole run, passed on to the stages that take them."""
+    parser.add_argument("--data-dir", default="./data")
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--backbone", default="ViT-B/32")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_number(parser, "--seeds", int, [0], low=0, high=SEED_MAX - AUTHORS_KMEANS_SEED, nargs="+",
+               help="seeds of head training (and of the k-means too with --resample-kmeans)")
+    parser.add_argument("--resample-kmeans", action="store_true",
+                        help=f"redraw the k-means of stages 3 and 5 for every seed (k-means seed {AUTHORS_KMEANS_SEED} + seed) instead of "
+                             f"the authors' one draw ({AUTHORS_KMEANS_SEED}) shared by all seeds: the std then holds the k-means variance too")
+    parser.add_argument("--root", default=None, help="image_embedding.py --root")
+    add_runtime_arg(parser)
+    add_number(parser, "--train-subset", int, 0, low=0, help="image_embedding.py --train-subset")
+    add_number(parser, "--subset-seed", int, 0, low=0, high=SEED_MAX, help="seed of the train subset")
+    parser.add_argument("--nouns", default=None, help="text_embedding.py --nouns")
+    parser.add_argument("--templates", nargs="+", default=None, help="text_embedding.py --templates")
+    add_number(parser, "--k", int, None, low=1, help="filter_nouns.py --k")
+    parser.add_argument("--criterion", default=None, help="filter_nouns.py --criterion: cluster by color, material, ...")
+    add_num_clusters(parser)
+    add_number(parser, "--epochs", int, None, low=1, help="train_head.py --epochs")
+
+
+def common_argv(args):
+    return ["--data-dir", args.data_dir, "--dataset", args.dataset, "--backbone", args.backbone, "--device", args.device]
+
+
+def run_embeddings(args):
+    """Stages 1 and 2: deterministic, seeded only for the train subset."""
+    encoder = ["--runtime", args.runtime]
+    run_stage("image_embedding.py", common_argv(args) + encoder + ["--seed", args.subset_seed] + option("--root", args.root)
+              + option("--train-subset", args.train_subset))
+    run_stage("text_embedding.py", common_argv(args) + encoder + ["--seed", 0] + option("--nouns", args.nouns)
+              + option("--templates", args.templates))
+
+
+def kmeans_seed(args, seed):
+    """The authors' protocol: one k-means draw for every seed; --resample-kmeans: one per seed."""
+    return AUTHORS_KMEANS_SEED + seed if args.resample_kmeans else AUTHORS_KMEANS_SEED
+
+
+def protocol(args):
+    """What the std over seeds holds, said in every saved table."""
+    if args.resample_kmeans:
+        return (f"std over seeds: k-means redrawn per seed (--kmeans-seed {AUTHORS_KMEANS_SEED} + seed, stages 3 and 5) "
+                "and head training")
+    return (f"std over seeds: head training only; stages 3 and 5 are the authors' one k-means draw (--kmeans-seed "
+            f"{AUTHORS_KMEANS_SEED}), the same for every seed")
+
+
+def variant_parts(args):
+    """The settings of a whole run that change stages 3-6, as words of its run name."""
+    return [f"{name}{value}" for name, value in (("k", args.k), ("criterion-", args.criterion),
+                                                 ("K", args.num_clusters), ("epochs", args.epochs)) if value is not None]
+
+
+def run_name(parts, seed, kmeans):
+    """The run folder of one (variant, seed): named by what it varies, e.g. `k50-seed1`, `seed0`,
+    `classnames-seed2-kmeans1236`; the same settings always map to the same folder."""
+    words = list(parts) + [f"seed{seed}"] + ([f"kmeans{kmeans}"] if kmeans != AUTHORS_KMEANS_SEED else [])
+    return "-".join(words)
+
+
+class SeedRun:
+    """Stages 3-6 of one (variant, seed) of a driver, in their own run folder."""
+
+    def __init__(self, args, seed, variant=()):
+        self.args, self.seed = args, seed
+        self.kmeans_seed = kmeans_seed(args, seed)
+        self.name = run_name(variant_parts(args) + list(variant), seed, self.kmeans_seed)
+        self.layout = Layout.of(args, self.name)
+
+    def stage(self, script, extra=()):
+        """Run (or reuse) one stage in this run; the k-means stages get this run's k-means seed, the
+        stages that need K the driver's --num-clusters (and --auto-range with `auto`)."""
+        argv = common_argv(self.args) + ["--seed", self.seed, "--run", self.name]
+        if script in KMEANS_STAGES:
+            argv += ["--kmeans-seed", self.kmeans_seed]
+        if script in CLUSTER_STAGES:
+            argv += option("--num-clusters", self.args.num_clusters)
+            argv += option("--auto-range", self.args.auto_range) if self.args.num_clusters == "auto" else []
+        return run_stage(script, argv + list(extra))
+
 
 # (the metrics file as (FILES name, fields), the table's label)
 METHODS = ((("kmeans_metrics", {"method": "image_kmeans"}), "image-only k-means"),

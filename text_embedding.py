@@ -9,10 +9,11 @@ rank 0 writes the same files as one process; an interrupted run resumes from the
 """
 import os
 
-from utils.backbones import load_backbone
-from utils.config import add_runtime_arg, base_parser, start_stage
-from utils.distributed import Shards, main_first, shard_key, shard_size
+from utils.backbones import encoder_record, load_backbone
+from utils.cli import add_runtime_arg, base_parser
+from utils.distributed import Shards, join, main_first, shard_key, shard_size
 from utils.errors import StageError, add_number, parse_args, run_main
+from utils.stage import start_stage
 from utils.text_space import (
     TEMPLATES,
     encode_prompts,
@@ -33,9 +34,14 @@ def build_parser():
     return parser
 
 
+def outputs(layout, args):
+    return [layout.path("noun_embedding"), layout.path("nouns")]
+
+
 def main():
     args = parse_args(build_parser())
     run, device = start_stage(__file__, args, uses_dataset=False, distributed=True)
+    join(device)
     vocabulary = args.nouns or os.path.join(args.data_dir, "WordNetNouns.csv")
     out = run.layout.vocab
 
@@ -51,15 +57,17 @@ def main():
         raise StageError(f"{vocabulary} has no words")
     with main_first():  # a download or a fitted map, made once
         backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
+    encoder = encoder_record(backbone, device, "text", args.batch_size)
     prompts, rows = vocabulary_prompts(words, args.templates)
     shards = Shards(os.path.join(out, "shards", "noun_embedding"), len(prompts), shard_size(args.shard_size, args.batch_size),
-                    shard_key(run, device, backbone.runtime, prompts))
+                    shard_key(run, encoder, prompts))
     encoded = shards.run(lambda part, bar: {"features": encode_prompts(backbone, prompts[part.start:part.stop], args.batch_size, bar)},
                          f"encoding {len(prompts)} distinct prompts", "prompt")
     if encoded is None:  # not rank 0: rank 0 writes the files
         return
     embedding, num_prompts = word_embeddings(encoded["features"], rows), len(prompts)
-    extra = {"templates": args.templates, "distinct_prompts": num_prompts, "vocabulary_rows": len(words), "runtime": backbone.runtime}
+    extra = {"templates": args.templates, "distinct_prompts": num_prompts, "vocabulary_rows": len(words),
+             "runtime": encoder["runtime"], "encoder": encoder}
     run.save_csv(run.path("nouns"), ["word"], [[w] for w in words], extra)
     run.save_array(run.path("noun_embedding"), embedding, extra)
     shards.remove()

@@ -8,21 +8,16 @@ argmax on the test images is scored. Writes head.pt, head_preds.npy and head_met
 import torch
 from tqdm import tqdm
 
-from utils.clustering import knn_indices, l2_normalize
-from utils.config import (
-    HEAD_DEFAULTS,
-    LARGE_DATASET_HEAD,
-    LARGE_DATASETS,
-    add_num_clusters,
-    base_parser,
-    num_clusters,
-    start_stage,
-)
+from utils.cli import add_num_clusters, base_parser
+from utils.clustering import knn_indices
+from utils.config import HEAD_DEFAULTS, LARGE_DATASET_HEAD, LARGE_DATASETS
 from utils.errors import add_number, parse_args, run_main
 from utils.heads import predict, train_heads
 from utils.losses import ALL_TERMS
 from utils.metrics import evaluate, format_metrics
-from utils.paths import head_prefix
+from utils.num_clusters import resolve_num_clusters
+from utils.rows import l2_normalize
+from utils.stage import start_stage
 
 
 def build_parser():
@@ -48,6 +43,19 @@ def build_parser():
     return parser
 
 
+def head_prefix(args):
+    """Output prefix: head, dxmc_head (dxmc_trunk_head), with the loss terms when they differ; and the terms."""
+    dxmc = args.variant == "dxmc"
+    default_terms = ("dis", "entropy") if dxmc else ALL_TERMS
+    terms = tuple(t for t in ALL_TERMS if t in (args.loss_terms or default_terms))
+    base = ("dxmc_trunk_head" if args.instance_on == "trunk" else "dxmc_head") if dxmc else "head"
+    return args.out_prefix or base + ("" if terms == default_terms else "_" + "+".join(terms)), terms
+
+
+def outputs(layout, args):
+    return [layout.path(name, prefix=head_prefix(args)[0]) for name in ("head", "head_preds", "head_metrics")]
+
+
 def main():
     args = parse_args(build_parser())
     # None means the authors' setting for this dataset; args stay as given so the sidecar shows them
@@ -62,7 +70,7 @@ def main():
     texts = run.load_embedding(run.path("retrieved_text", split="train"), rows=("image_embedding_train.npy", len(images)))
     test_images = run.load_embedding(run.path("image_embedding", split="test"))
     test_labels = run.load_labels(run.path("labels", split="test"), len(test_images), required=args.num_clusters is None)
-    k = num_clusters(args, test_labels, run, device)
+    k = resolve_num_clusters(args, test_labels, run, device)
     if batch_size > len(images):
         print(f"note: --batch-size {batch_size} exceeds the {len(images)} train samples; using one batch of {len(images)}")
 

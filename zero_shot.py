@@ -9,10 +9,11 @@ image takes the class of highest cosine. Writes class_name_embedding.npy (also t
 import numpy as np
 
 from utils.backbones import load_backbone
-from utils.clustering import l2_normalize
-from utils.config import add_runtime_arg, base_parser, start_stage
+from utils.cli import add_runtime_arg, base_parser
 from utils.errors import StageError, parse_args, run_main
 from utils.metrics import evaluate, format_metrics
+from utils.rows import l2_normalize
+from utils.stage import start_stage
 from utils.text_space import TEMPLATES, encode_vocabulary, read_csv_column
 
 
@@ -21,6 +22,10 @@ def build_parser():
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), help="prompt templates with {} for the class name")
     add_runtime_arg(parser)
     return parser
+
+
+def outputs(layout, args):
+    return [layout.path(name) for name in ("class_name_embedding", "zero_shot_preds", "zero_shot_metrics")]
 
 
 def main():

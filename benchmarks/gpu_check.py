@@ -61,7 +61,7 @@ def write_vocabulary(path, count):
 
 def run_stages(device, data, common, vocabulary):
     """Every stage in this process on `device`; returns {stage: seconds}."""
-    from utils.pipeline import call_script
+    from run_pipeline import call_script
 
     stages = [("image_embedding.py", []), ("text_embedding.py", ["--nouns", vocabulary]), ("filter_nouns.py", []),
               ("retrieve_text.py", []), ("concat_kmeans.py", []), ("train_head.py", [])]

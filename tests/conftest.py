@@ -19,7 +19,7 @@ sys.path.insert(0, ROOT)
 def run_script(script, *args, cwd=ROOT, check=True, cli=False):
     """Run a script with these arguments; return a CompletedProcess (exit code, stdout, stderr).
 
-    A top-level script runs in this process, as the drivers run stages (utils.pipeline.call_script:
+    A top-level script runs in this process, as the drivers run stages (run_pipeline.call_script:
     the same parsing, messages and exit code, without a new interpreter importing torch again);
     cli=True, another working directory or a script in a subfolder runs it from a shell instead."""
     argv = [str(a) for a in args]
@@ -27,7 +27,7 @@ def run_script(script, *args, cwd=ROOT, check=True, cli=False):
         env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
         result = subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], cwd=cwd, env=env, capture_output=True, text=True)
     else:
-        from utils.pipeline import call_script
+        from run_pipeline import call_script
 
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():

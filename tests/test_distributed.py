@@ -77,10 +77,10 @@ def assert_same_run(expected, got):
     assert not list(got.rglob("shards")) and not list(got.rglob("*.tmp"))
 
 
-# script: its files, its first shard folder and number of shards there (72 train images in shards
+# script: its files (embeddings, labels, indices and file records of both splits, class names), its first shard folder and number of shards there (72 train images in shards
 # of 16; the vocabulary's 98 distinct prompts), and how many ranks run the run that is killed
 CASES = {
-    "image_embedding.py": (7, "folder-shapes/tiny-clip/shards/image_embedding_train", 5, 2),
+    "image_embedding.py": (9, "folder-shapes/tiny-clip/shards/image_embedding_train", 5, 2),
     "text_embedding.py": (2, "nouns/tiny-clip/shards/noun_embedding", 7, None),
 }
 

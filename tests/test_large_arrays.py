@@ -16,8 +16,8 @@ import torch
 from conftest import CLASSES, planted_images, run_script, write_planted
 
 from utils.clustering import add_in_order, l2_normalize, nearest_centroid
-from utils.paths import byte_relevant_args
 from utils.provenance import StageRun
+from utils.reuse import result_args
 from utils.rows import CHUNK_MULTIPLE, Features, chunk_bounds, npy_header, open_rows
 from utils.text_space import soft_retrieve
 
@@ -177,8 +177,8 @@ def test_features_are_the_normalised_halves_side_by_side(tmp_path):
 
 def test_chunk_rows_is_ignored_by_reuse_and_checked(tmp_path):
     for script in ("filter_nouns.py", "concat_kmeans.py"):
-        assert "chunk_rows" not in byte_relevant_args(script, {"chunk_rows": 8192, "in_memory_gib": 4.0})
-        assert "in_memory_gib" in byte_relevant_args(script, {"chunk_rows": 8192, "in_memory_gib": 4.0})
+        assert "chunk_rows" not in result_args(script, {"chunk_rows": 8192, "in_memory_gib": 4.0})
+        assert "in_memory_gib" in result_args(script, {"chunk_rows": 8192, "in_memory_gib": 4.0})
     data, folder, _ = write_planted(tmp_path)
     result = run_script("filter_nouns.py", "--data-dir", data, *COMMON, "--chunk-rows", 1000, check=False)
     assert result.returncode == 2 and "multiple of 8192" in result.stderr.strip().splitlines()[-1]

@@ -17,7 +17,6 @@ import torch
 
 from utils.errors import StageError
 from utils.onnx_runtime import image_tower, in_chunks, resolve_runtime
-from utils.paths import backbone_tag  # noqa: F401  (the folder name of a backbone, used with it)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -41,6 +40,7 @@ class ClipBackbone:
         self.width = model.text_projection.shape[1]
         self.dtype = model.dtype
         self.runtime = resolve_runtime(runtime, device)
+        self.text_runtime = "torch"  # the text tower is never exported (prompts of varying length)
         if self.runtime == "onnxruntime":
             self.onnx_image = image_tower(model.visual, self.input_resolution)
 
@@ -204,6 +204,7 @@ class OpenClipBackbone:
         with torch.no_grad():
             self.width = int(model.encode_text(self.tokenizer(["a"]).to(device)).shape[1])
         self.runtime = resolve_runtime(runtime, device)
+        self.text_runtime = "torch"
         if self.runtime == "onnxruntime":
             self.onnx_image = image_tower(_ImageTower(model), self.input_resolution)
 
@@ -251,19 +252,43 @@ def centre_on_train(backbone, features, split, mean):
     return (features - mean).astype(np.float32), mean
 
 
+def encoder_record(backbone, device, tower, batch_size):
+    """How an encoder computes its rows (utils/reuse.py: the encoder record): device, precision,
+    runtime, CPU threads, batch size and library versions, as they resolved in this process."""
+    import sys
+
+    runtime = backbone.runtime if tower == "image" else getattr(backbone, "text_runtime", backbone.runtime)
+    versions = {"numpy": np.__version__, "torch": torch.__version__}
+    if runtime == "onnxruntime":
+        versions["onnxruntime"] = sys.modules["onnxruntime"].__version__
+    return {"tower": tower, "device": device.type,
+            "precision": "fp16" if getattr(backbone, "dtype", torch.float32) == torch.float16 else "fp32",
+            "runtime": runtime, "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "batch_size": batch_size, "versions": versions}
+
+
 def embed_images(backbone, dataset, batch_size, workers, desc=None, bar=None):
     """Image features (float32, N x D, as the encoder gives them) and labels of a whole dataset, in
-    batches of `batch_size` rows in order; `bar` (a tqdm) counts the images, else one of its own."""
+    batches of `batch_size` rows in order; `bar` (a tqdm) counts the images, else one of its own.
+
+    A row's bits must not depend on which images share its batch (stage 1 reuses the rows of
+    unchanged images and encodes only new ones). ONNX Runtime's are not affected (measured: one
+    image at a time gives the bits of a batch); PyTorch's matrix products may round differently for
+    another number of rows, so on PyTorch a short last batch is padded to `batch_size` rows."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     if len(dataset) == 0:
         raise StageError(f"{desc}: the dataset has no images")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    pad = backbone.runtime == "torch"
     features, labels = [], []
     with contextlib.nullcontext(bar) if bar is not None else tqdm(total=len(dataset), desc=desc, unit="image") as bar:
         for images, targets in loader:
-            features.append(backbone.encode_image(images).float().cpu().numpy())
+            count = len(images)
+            if pad and count < batch_size:
+                images = torch.cat([images, images.new_zeros((batch_size - count, *images.shape[1:]))])
+            features.append(backbone.encode_image(images)[:count].float().cpu().numpy())
             labels.append(np.asarray(targets, dtype=np.int64))
             bar.update(len(targets))
     return np.concatenate(features).astype(np.float32), np.concatenate(labels)

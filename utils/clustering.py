@@ -4,12 +4,7 @@ import numpy as np
 
 from utils.config import IN_MEMORY_GIB
 from utils.errors import StageError
-from utils.rows import CHUNK_ROWS, GIB, as_rows, chunk_bounds
-
-
-def l2_normalize(x, eps=1e-12):
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+from utils.rows import CHUNK_ROWS, GIB, as_rows, chunk_bounds, l2_normalize
 
 
 def _use_gpu(device):
@@ -77,6 +72,16 @@ def kmeans_plan(n, dim, k, max_points_per_centroid, in_memory_gib=IN_MEMORY_GIB)
     training = min(n, k * max_points_per_centroid) if max_points_per_centroid else n
     sample = "none" if training == n else ("faiss" if rows == "memory" else "numpy")
     return {"rows": rows, "training_points": int(training), "sample": sample}
+
+
+def record_kmeans_plan(run, args, shape, k, what):
+    """Record in the stage's sidecars how its k-means clusters `shape` rows (kmeans_plan: in memory,
+    or from disk on a sample above --in-memory-gib), and say so in the log when from disk."""
+    plan = kmeans_plan(*shape, k, args.kmeans_max_points_per_centroid, args.in_memory_gib)
+    run.record["kmeans_plan"] = plan
+    if plan["rows"] == "disk":
+        print(f"{shape[0]} x {shape[1]} {what} exceed --in-memory-gib {args.in_memory_gib}: read from disk {args.chunk_rows} rows at a time, "
+              f"k-means trained on {plan['training_points']} of them (sample: {plan['sample']})")
 
 
 def nearest_centroid(index, x, chunk_rows=CHUNK_ROWS):

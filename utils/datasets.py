@@ -14,6 +14,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from torchvision import transforms
 
 from utils.errors import StageError
+from utils.files import IMAGE_EXTENSIONS, file_record, folder_source, list_images
 
 # Class lists of the Contrastive Clustering subsets of ImageNet (WordNet ids).
 IMAGENET10_WNIDS = (
@@ -35,8 +36,8 @@ CIFAR100_COARSE = (
 )
 IMAGENET_FAMILY = ("imagenet10", "imagenet-dogs", "imagenet")
 DATASETS = ("stl10", "cifar10", "cifar20", "imagenet10", "imagenet-dogs", "dtd", "ucf101", "imagenet", "fashion-mnist")
+FOLDER_DATASETS = ("imagenet10", "imagenet-dogs", "imagenet", "ucf101")  # read from class folders under --root
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
 def _to_rgb(image):
@@ -59,10 +60,12 @@ def build_transform(dataset, backbone):
 
 
 class ImageFiles(Dataset):
-    """Images listed as paths, with integer labels (-1 for none)."""
+    """Images listed as paths, with integer labels (-1 for none). `root` is the folder the dataset
+    was given as (paths are recorded relative to it); `source` is what stage 1 records of the folder."""
 
-    def __init__(self, paths, labels, transform=None, classes=None):
+    def __init__(self, paths, labels, transform=None, classes=None, root=None, source=None):
         self.paths, self.labels, self.transform, self.classes = list(paths), np.asarray(labels, dtype=np.int64), transform, classes
+        self.root, self.source = root, source
 
     def __len__(self):
         return len(self.paths)
@@ -77,36 +80,22 @@ class ImageFiles(Dataset):
         return (self.transform(image) if self.transform else image), int(self.labels[i])
 
 
-def _image_paths(folder):
-    found = []
-    for top, dirs, files in os.walk(folder):
-        dirs.sort()
-        found += [os.path.join(top, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
-    return found
-
-
-def image_folder(folder, transform, wnids=None):
-    """Class subfolders -> labels in sorted order (or in `wnids` order); a flat folder -> label -1."""
+def image_folder(folder, transform, wnids=None, root=None):
+    """Class subfolders -> labels in sorted order (or in `wnids` order); a flat folder -> label -1.
+    Paths are recorded relative to `root` (default: `folder`)."""
     if not os.path.isdir(folder):
         raise StageError(f"{folder} is not a folder of images")
-    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
     if wnids is not None:
-        missing = [w for w in wnids if w not in classes]
+        present = set(os.listdir(folder))
+        missing = [w for w in wnids if w not in present]
         if missing:
             raise StageError(f"{folder} lacks the class folders {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}: point --root at a full ImageNet copy with train/ and val/ in WordNet-id folders")
-        classes = list(wnids)
-    if classes:
-        paths, labels = [], []
-        for label, name in enumerate(classes):
-            found = _image_paths(os.path.join(folder, name))
-            paths += found
-            labels += [label] * len(found)
-    else:
-        paths = _image_paths(folder)
-        labels = [-1] * len(paths)
+    paths, labels, classes = list_images(folder, wnids)
     if not paths:
         raise StageError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) found under {folder}")
-    return ImageFiles(paths, labels, transform, classes or None)
+    root = root or folder
+    source = folder_source(root, folder, list(wnids) if wnids is not None else None)
+    return ImageFiles(paths, labels, transform, classes or None, root=os.path.abspath(root), source=source)
 
 
 class _Relabel(Dataset):
@@ -152,7 +141,7 @@ def load_split(name, split, root, transform=None):
         folder = name[len("folder:"):]
         sub = os.path.join(folder, split)
         if os.path.isdir(os.path.join(folder, "train")) and os.path.isdir(os.path.join(folder, "test")):
-            return image_folder(sub, transform)
+            return image_folder(sub, transform, root=folder)
         return image_folder(folder, transform)  # one set of images: both splits are the same images
     if name not in DATASETS:
         raise StageError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)} or folder:<path>")
@@ -174,13 +163,18 @@ def load_split(name, split, root, transform=None):
     if not os.path.isdir(folder):
         raise StageError(f"{name} needs --root pointing at a folder with train/ and val/ class subfolders ({folder} does not exist)")
     wnids = {"imagenet10": IMAGENET10_WNIDS, "imagenet-dogs": IMAGENET_DOGS_WNIDS}.get(name)
-    return image_folder(folder, transform, wnids)
+    return image_folder(folder, transform, wnids, root=root)
 
 
 
-def image_files(dataset):
-    """The file of each row of a dataset read from files (an image folder, or a Subset of one), for
-    keys that must change when the files do; [] for the torchvision datasets (one file each)."""
+def reads_files(name):
+    """Whether dataset `name` is read from image files (stage 1 then records each row's file)."""
+    return name.startswith("folder:") or name in FOLDER_DATASETS
+
+
+def folder_rows(dataset):
+    """For a dataset read from an image folder (ImageFiles, or a Subset of one): (the ImageFiles,
+    each row's position in it); None for the torchvision datasets."""
     from torch.utils.data import Subset
 
     rows = None
@@ -188,8 +182,18 @@ def image_files(dataset):
         rows = np.asarray(dataset.indices) if rows is None else np.asarray(dataset.indices)[rows]
         dataset = dataset.dataset
     if not isinstance(dataset, ImageFiles):
-        return []
-    return dataset.paths if rows is None else [dataset.paths[i] for i in rows]
+        return None
+    return dataset, (np.arange(len(dataset)) if rows is None else rows)
+
+
+def image_file_record(dataset):
+    """[(path relative to the dataset's root, size, modification time)] of each row of a dataset
+    read from files; None for the torchvision datasets (their files are not per image)."""
+    found = folder_rows(dataset)
+    if found is None:
+        return None
+    files, rows = found
+    return file_record(files.root, [files.paths[i] for i in rows])
 
 
 CIFAR20_NAMES = (

@@ -2,7 +2,7 @@
 
 torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them a stage is one process (world size 1)
 and starts no process group. Under torchrun the ranks join one group (gloo on the CPU, nccl on
-GPUs, each rank on cuda:LOCAL_RANK: config.pick_device).
+GPUs, each rank on cuda:LOCAL_RANK: utils.stage.pick_device).
 
 The work of a stage output is cut into shards of a fixed number of rows (a multiple of the batch
 size) that do not depend on the number of processes, and every shard is encoded in the batches one
@@ -27,32 +27,23 @@ import zipfile
 import numpy as np
 
 from utils.errors import StageError
-from utils.paths import byte_relevant_args
-from utils.provenance import atomic_write, code_files, code_hash
+from utils.provenance import atomic_write
+from utils.reuse import row_key
+from utils.stage import world
 
 # For tests: a process exits at once (as if killed) after writing this many shards.
 EXIT_AFTER_SHARDS = "TAC_TEST_EXIT_AFTER_SHARDS"
 TIMEOUT = datetime.timedelta(hours=1)  # how long a rank waits at a barrier for the others
 
 
-def world():
-    """(rank, world size, local rank) of this process: torchrun's, else (0, 1, 0)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
 def is_main():
     return world()[0] == 0
 
 
-def start(device, script, distributed):
-    """Join torchrun's process group (nothing to do in one process); a stage that is not
-    `distributed` refuses to run under several processes, which would all write its files."""
-    rank, size, _ = world()
-    if size == 1:
+def join(device):
+    """Join torchrun's process group (nothing to do in one process): nccl on GPUs, gloo on the CPU."""
+    if world()[1] == 1:
         return
-    if not distributed:
-        raise StageError(f"{os.path.basename(script)} runs in one process: start it with python3, not torchrun "
-                         "(under torchrun run image_embedding.py and text_embedding.py)")
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -86,24 +77,10 @@ def main_first():
         barrier()
 
 
-def shard_key(run, device, runtime, *inputs):
-    """A hash of everything a shard's bytes can depend on: the stage's code, its arguments that can
-    change its outputs (paths.STAGES) and the batch size (a batch of other rows may round
-    differently), the library versions, the device, the runtime, the number of CPU threads (a
-    matrix product may round differently on another count: README, "Past one machine"), and the
-    stage's inputs (e.g. the prompts in order)."""
-    import torch
-
-    record = {
-        "script": run.script,
-        "code": code_hash(code_files(run.script_path)),
-        "args": {**byte_relevant_args(run.script, run.args), "batch_size": run.args.get("batch_size")},
-        "versions": [np.__version__, torch.__version__, sys.modules["onnxruntime"].__version__ if runtime == "onnxruntime" else None],
-        "device": device.type,
-        "runtime": runtime,
-        "threads": torch.get_num_threads() if device.type == "cpu" else None,
-    }
-    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
+def shard_key(run, encoder, *inputs):
+    """The key of a shard: the row key (utils.reuse: the stage's code, its result arguments and the
+    encoder record, by which rows may be combined) and the rows it holds (e.g. the prompts in order)."""
+    digest = hashlib.sha256(row_key(run, encoder).encode())
     for item in inputs:
         digest.update(item.tobytes() if isinstance(item, np.ndarray) else json.dumps(item).encode())
     return digest.hexdigest()[:32]

@@ -24,26 +24,15 @@ def accuracy_curves(run, source, prefixes):
     return path
 
 
-def head_tsne(run, source, prefix, max_points=3000, seed=0):
-    """t-SNE of the image head's pre-softmax outputs on the test images, coloured by cluster, for
-    the head in the run folder of `source` (a paths.Layout)."""
-    import torch
+def head_tsne(run, source, logits, seed=0):
+    """t-SNE of the image head's pre-softmax outputs on test images (utils.heads.head_logits),
+    coloured by cluster, for the run folder of `source` (a paths.Layout)."""
     from sklearn.manifold import TSNE
 
-    from utils.clustering import l2_normalize
-    from utils.heads import load_head
-
-    checkpoint = source.path("head", prefix=prefix)
-    run.check_input(checkpoint, "train_head.py")
-    head = load_head(checkpoint)
-    images = l2_normalize(run.load_embedding(source.path("image_embedding", split="test"), "image_embedding.py"))
-    pick = np.sort(np.random.default_rng(seed).choice(len(images), min(max_points, len(images)), replace=False))
-    with torch.no_grad():
-        logits = head.logits(torch.from_numpy(images[pick])).numpy()
-    points = TSNE(2, init="pca", random_state=seed, perplexity=min(30, len(pick) - 1)).fit_transform(logits)
+    points = TSNE(2, init="pca", random_state=seed, perplexity=min(30, len(logits) - 1)).fit_transform(logits)
     figure, axis = plt.subplots(figsize=(5, 5))
     axis.scatter(points[:, 0], points[:, 1], c=logits.argmax(1), cmap="tab20", s=3)
-    axis.set(title=f"t-SNE of the image head's outputs ({len(pick)} test images)", xticks=[], yticks=[])
+    axis.set(title=f"t-SNE of the image head's outputs ({len(logits)} test images)", xticks=[], yticks=[])
     path = run.save_figure(run.path("table", table="tsne", ext="png"), figure, {"run": source.run_name})
     plt.close(figure)
     return path

@@ -2,10 +2,12 @@
 
 Initialised as the authors: trunc-normal(std 0.02) weights, PyTorch's default biases (uniform in
 +-1/sqrt(fan_in), drawn when each Linear is built, before the weights are redrawn)."""
+import numpy as np
 import torch
 from torch import nn
 
 from utils.losses import ALL_TERMS, tac_loss
+from utils.rows import l2_normalize
 
 
 class ClusterHead(nn.Module):
@@ -125,3 +127,16 @@ def load_head(path, name="image_head", device=None):
     head = ClusterHead(checkpoint["config"]["width"], checkpoint["config"]["num_clusters"])
     head.load_state_dict(checkpoint[name])
     return head.to(device or "cpu").eval()
+
+
+def head_logits(run, source, prefix, max_points=3000, seed=0):
+    """The image head's pre-softmax outputs on a seeded sample of at most `max_points` test images,
+    for the head `prefix` in the run folder of `source` (a paths.Layout); its checkpoint and the
+    embeddings are recorded as `run`'s inputs."""
+    checkpoint = source.path("head", prefix=prefix)
+    run.check_input(checkpoint, "train_head.py")
+    head = load_head(checkpoint)
+    images = l2_normalize(run.load_embedding(source.path("image_embedding", split="test"), "image_embedding.py"))
+    pick = np.sort(np.random.default_rng(seed).choice(len(images), min(max_points, len(images)), replace=False))
+    with torch.no_grad():
+        return head.logits(torch.from_numpy(images[pick])).numpy()

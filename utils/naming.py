@@ -3,9 +3,9 @@ class names: what a user with an unlabelled folder reads to learn what each clus
 import numpy as np
 import torch
 
-from utils.clustering import l2_normalize
 from utils.errors import StageError
 from utils.provenance import read_sidecar
+from utils.rows import l2_normalize
 from utils.text_space import RETRIEVAL_TAU, read_csv_column, retrieval_weights
 
 KMEANS_SOURCES = ("concat_kmeans", "image_kmeans")

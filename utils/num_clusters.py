@@ -15,21 +15,44 @@ import os
 
 import numpy as np
 
-from utils.config import AUTHORS_KMEANS_SEED
+from utils.clustering import spherical_kmeans
+from utils.config import AUTHORS_KMEANS_SEED, PAPER_NUM_CENTERS
 from utils.errors import StageError
 from utils.paths import backbone_tag
-from utils.provenance import StageRun, up_to_date
+from utils.provenance import StageRun
+from utils.reuse import up_to_date
+from utils.rows import l2_normalize
 
 SAMPLE = 5000
 KMEANS = dict(niter=50, nredo=1, max_points_per_centroid=256, seed=AUTHORS_KMEANS_SEED)
+
+
+def resolve_num_clusters(args, labels, run=None, device=None):
+    """K from --num-clusters (`auto`: estimated here in `run`'s dataset folder, recorded in the
+    sidecars of what the stage writes: `run.record`), else the number of distinct labels."""
+    if args.num_clusters == "auto":
+        k, record = estimate(run, args, device)
+        run.record.update(record)
+        return k
+    if args.num_clusters is not None:
+        return args.num_clusters
+    known = np.unique(labels[labels >= 0])
+    if known.size < 2:
+        raise StageError("the dataset has no labels to count clusters from: pass --num-clusters K")
+    return int(known.size)
+
+
+def default_num_centers(dataset, num_train, k_clusters):
+    """k for the semantic centers: the authors' value on a paper dataset, else Eq. 2 (rounded)."""
+    if dataset in PAPER_NUM_CENTERS:
+        return PAPER_NUM_CENTERS[dataset], "the authors' value for this dataset"
+    return max(int(round(num_train / 300)), 3 * k_clusters), "Eq. 2: max(N/300, 3K)"
 
 
 def silhouette_curve(x, ks, device=None, sample=SAMPLE, seed=0):
     """Mean cosine silhouette of a spherical k-means clustering of x for every K in ks."""
     from sklearn.metrics import silhouette_score
     from tqdm import tqdm
-
-    from utils.clustering import spherical_kmeans
 
     rows = np.sort(np.random.default_rng(seed).choice(len(x), min(len(x), sample), replace=False))
     scores = {}
@@ -42,7 +65,6 @@ def silhouette_curve(x, ks, device=None, sample=SAMPLE, seed=0):
 
 def estimate(run, args, device=None):
     """The K that `--num-clusters auto` stands for, computed once and cached; also its record."""
-    from utils.clustering import l2_normalize
 
     low, high = args.auto_range
     if low > high:

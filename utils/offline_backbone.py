@@ -25,7 +25,8 @@ import torch
 
 from utils.errors import StageError
 from utils.onnx_runtime import OnnxModule, image_tower, in_chunks, resolve_runtime
-from utils.provenance import StageRun, up_to_date
+from utils.provenance import StageRun
+from utils.reuse import up_to_date
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,6 +107,7 @@ class _Lite0:
     def __init__(self, device, runtime="auto"):
         self.device = device
         self.runtime = resolve_runtime(runtime, device)
+        self.text_runtime = self.runtime  # MiniLM is exported too
         self.net = _efficientnet(device)
         self.text_model = _minilm(device)
         if self.runtime == "onnxruntime":

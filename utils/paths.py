@@ -6,9 +6,9 @@ data/backbones/            backbone weights downloaded or fitted once
 data/<ds>/<bb>/runs/NAME/  stages 3-6, name_clusters.py and zero_shot.py with --run NAME
                            (without --run they write into data/<ds>/<bb>/ itself)
 
-FILES names each file once: where it lives, its name, and the script that writes it. STAGES says
-which files a script writes for given arguments and which arguments cannot change their bytes
-(placement, speed, or a seed the stage does not use), so that reuse ignores those.
+FILES names each file once: where it lives, its name, and the script that writes it. Each stage
+script's `outputs(layout, args)` says which of them it writes for given arguments; utils/reuse.py
+says when they are up to date.
 """
 import os
 import re
@@ -23,6 +23,8 @@ FILES = {
     "image_embedding": ("dataset", "image_embedding_{split}.npy", "image_embedding.py"),
     "labels": ("dataset", "labels_{split}.npy", "image_embedding.py"),
     "image_index": ("dataset", "image_index_{split}.npy", "image_embedding.py"),
+    "image_files": ("dataset", "image_files_{split}.csv", "image_embedding.py"),  # folder datasets: each row's file
+    "encoded": ("dataset", "encoded_{split}.npy", "image_embedding.py"),  # the encoder's rows before centring (lite0-minilm)
     "class_names": ("dataset", "class_names.csv", "image_embedding.py"),
     "noun_embedding": ("vocab", "noun_embedding.npy", "text_embedding.py"),
     "nouns": ("vocab", "nouns.csv", "text_embedding.py"),
@@ -47,55 +49,6 @@ FILES = {
     "summary": ("dataset", "summary.{ext}", "run_pipeline.py"),
     "table": ("dataset", "tables/{table}.{ext}", "reproduce.py"),
 }
-
-# Arguments that never change what a script writes: where files go and how fast they are made.
-PLACEMENT_ARGS = ("data_dir", "device", "run")
-
-
-def head_prefix(args):
-    """Output prefix of train_head.py: head, dxmc_head (dxmc_trunk_head), with the loss terms when they differ."""
-    from utils.losses import ALL_TERMS
-
-    dxmc = args.variant == "dxmc"
-    default_terms = ("dis", "entropy") if dxmc else ALL_TERMS
-    terms = tuple(t for t in ALL_TERMS if t in (args.loss_terms or default_terms))
-    base = ("dxmc_trunk_head" if args.instance_on == "trunk" else "dxmc_head") if dxmc else "head"
-    return args.out_prefix or base + ("" if terms == default_terms else "_" + "+".join(terms)), terms
-
-
-def kmeans_method(args):
-    return "image_kmeans" if args.image_only else "concat_kmeans"
-
-
-def _split_files(*names):
-    return lambda args: [(n, {"split": s}) for n in names for s in SPLITS]
-
-
-# script: (its outputs for the parsed arguments, as (FILES name, fields); the names of the arguments
-# that cannot change their bytes, given the recorded arguments as a dict)
-STAGES = {
-    "image_embedding.py": (_split_files("image_embedding", "labels", "image_index"),
-                           lambda a: ("batch_size", "workers", "shard_size") + (() if a.get("train_subset") else ("seed",))),
-    "text_embedding.py": (lambda a: [("noun_embedding", {}), ("nouns", {})], lambda a: ("dataset", "seed", "batch_size", "shard_size")),
-    "filter_nouns.py": (lambda a: [("kept_nouns", {}), ("kept_nouns_csv", {}), ("semantic_centers", {})],
-                        lambda a: ("chunk_rows",) if a.get("text_space") == "random" else ("seed", "chunk_rows")),
-    "retrieve_text.py": (_split_files("retrieved_text"), lambda a: ("seed",)),
-    "concat_kmeans.py": (lambda a: [(n, {"method": kmeans_method(a)}) for n in ("kmeans_preds", "kmeans_metrics")],
-                         lambda a: ("seed", "chunk_rows")),
-    "train_head.py": (lambda a: [(n, {"prefix": head_prefix(a)[0]}) for n in ("head", "head_preds", "head_metrics")],
-                      lambda a: ()),
-    "zero_shot.py": (lambda a: [(n, {}) for n in ("class_name_embedding", "zero_shot_preds", "zero_shot_metrics")],
-                     lambda a: ("seed",)),
-    "name_clusters.py": (lambda a: [(n, {}) for n in ("cluster_names", "assignments", "report", "report_md")], lambda a: ("seed",)),
-}
-
-
-def byte_relevant_args(script, args):
-    """The recorded arguments that can change `script`'s outputs (a dict of JSON-able values)."""
-    ignored = set(PLACEMENT_ARGS)
-    if script in STAGES:
-        ignored |= set(STAGES[script][1](args))
-    return {k: v for k, v in args.items() if k not in ignored}
 
 
 def backbone_tag(name):
@@ -164,6 +117,3 @@ class Layout:
         """The script that writes `path` (for 'run X first' messages), when it is a contract file."""
         return self._producers.get(os.path.abspath(path))
 
-    def outputs(self, script, args):
-        """Every file `script` writes for these parsed arguments."""
-        return [self.path(name, **fields) for name, fields in STAGES[script][0](args)]

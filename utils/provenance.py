@@ -23,7 +23,8 @@ import uuid
 import numpy as np
 
 from utils.errors import StageError
-from utils.paths import Layout, byte_relevant_args
+from utils.files import changed_source
+from utils.paths import Layout
 from utils.rows import CHUNK_ROWS, chunk_bounds, npy_header, open_rows
 
 SIDECAR_SUFFIX = ".meta.json"
@@ -53,7 +54,8 @@ def fingerprint(path):
 
 
 def project_imports(path):
-    """The utils modules a source file imports anywhere in it (lazy imports in functions included)."""
+    """The project's own modules (utils.* and top-level ones) a source file imports anywhere in it,
+    lazy imports inside functions included, as file paths."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), path)
     names = set()
@@ -61,8 +63,9 @@ def project_imports(path):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.update(f"utils.{a.name}" for a in node.names) if node.module == "utils" else names.add(node.module)
-    files = (os.path.join(PROJECT_ROOT, *name.split(".")) + ".py" for name in names if name.startswith("utils."))
+            names.update(f"{node.module}.{a.name}" for a in node.names)  # `from utils import x` imports utils/x.py
+            names.add(node.module)
+    files = (os.path.join(PROJECT_ROOT, *name.split(".")) + ".py" for name in names)
     return {f for f in files if os.path.isfile(f)}
 
 
@@ -79,15 +82,35 @@ def code_files(script):
     return [os.path.relpath(p, PROJECT_ROOT) for p in [os.path.abspath(script)] + sorted(found)]
 
 
+def _strip_docstrings(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def program(path):
+    """A source file as its parsed program: the same text however it is commented, documented or
+    formatted; the file's bytes when it does not parse (a broken file is a change too)."""
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        return ast.dump(_strip_docstrings(ast.parse(source, path))).encode()
+    except (SyntaxError, ValueError):
+        return source
+
+
 def code_hash(files):
-    """Hash of those files as they are now: a changed stage or helper is never taken as up to date."""
+    """Hash of those files' programs as they are now: a changed stage or helper is never taken as up
+    to date, and a comment, a docstring or a reformatting changes nothing."""
     digest = hashlib.sha256()
     for rel in files:
         path = os.path.join(PROJECT_ROOT, rel)
         digest.update(rel.encode())
         if os.path.exists(path):
-            with open(path, "rb") as f:
-                digest.update(f.read())
+            digest.update(program(path))
     return digest.hexdigest()[:16]
 
 
@@ -119,30 +142,22 @@ def atomic_write(path, write):
 
 
 def changed_input(path, meta):
-    """The first input recorded in `path`'s sidecar that is gone or was rewritten since, else None."""
+    """The first input recorded in `path`'s sidecar that is gone or was rewritten since, or the
+    image folder whose files changed (in words), else None."""
     folder = os.path.dirname(path)
     for rel, recorded in meta.get("inputs", {}).items():
         source = os.path.normpath(os.path.join(folder, rel))
         if not os.path.exists(source) or fingerprint(source) != recorded:
             return source
+    for source in meta.get("sources", []):
+        changed = changed_source(source)
+        if changed:
+            return changed
     return None
 
 
 def jsonable_args(args):
     return {k: (v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v)) for k, v in vars(args).items()}
-
-
-def up_to_date(path, script, args):
-    """True when `path` was made by this code of `script` from inputs unchanged since, with the same
-    arguments apart from those that cannot change its bytes (paths.STAGES)."""
-    meta = read_sidecar(path) if os.path.exists(path) else None
-    if meta is None or meta.get("script") != os.path.basename(script):
-        return False
-    code = meta.get("code") or {}
-    name = os.path.basename(script)
-    return (code.get("hash") == code_hash(code.get("files", []))
-            and byte_relevant_args(name, meta.get("args", {})) == byte_relevant_args(name, jsonable_args(args))
-            and changed_input(path, meta) is None)
 
 
 class StageRun:
@@ -157,6 +172,7 @@ class StageRun:
         self.data_dir = self.layout.data_dir
         self.expected = {"dataset": dataset, "backbone": backbone}
         self.inputs = {}
+        self.sources = []  # image folders read (utils.files.folder_source): their files are inputs too
         self.record = {}  # what every output's sidecar also records (e.g. how K was chosen)
 
     def path(self, name, **fields):
@@ -264,6 +280,7 @@ class StageRun:
             "dataset": self.expected["dataset"],
             "backbone": self.expected["backbone"],
             "inputs": {os.path.relpath(p, folder): fp for p, fp in self.inputs.items()},
+            **({"sources": self.sources} if self.sources else {}),
             "versions": library_versions(),
             "code": self._code(),
             "created": datetime.datetime.now().isoformat(timespec="seconds"),

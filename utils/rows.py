@@ -18,6 +18,12 @@ CHUNK_ROWS = 8 * CHUNK_MULTIPLE  # 65,536 rows: 128 MiB of 512-d float32
 GIB = 2 ** 30
 
 
+def l2_normalize(x, eps=1e-12):
+    """Rows scaled to unit length (float32): the one normalisation of embeddings in the project."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
 def chunk_bounds(n, rows=CHUNK_ROWS, dim=None):
     """(start, stop) of consecutive chunks of `rows` rows covering n rows.
 
@@ -138,8 +144,6 @@ class Features:
         return self.shape[0]
 
     def _join(self, parts):
-        from utils.clustering import l2_normalize
-
         return np.concatenate([l2_normalize(p) for p in parts], axis=1)
 
     def read(self, start, stop):

@@ -6,9 +6,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.clustering import l2_normalize
 from utils.errors import StageError
-from utils.rows import CHUNK_MULTIPLE, as_rows
+from utils.rows import CHUNK_MULTIPLE, as_rows, l2_normalize
 
 # The 7 prompt templates the authors ensemble (their spelling, "a origami" included).
 TEMPLATES = (
