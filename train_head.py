@@ -19,6 +19,8 @@ from utils.num_clusters import resolve_num_clusters
 from utils.rows import l2_normalize
 from utils.stage import start_stage
 
+NEIGHBORS = 50  # the authors' neighbours per sample, where the train split has more samples
+
 
 def build_parser():
     parser = base_parser(__doc__, runs=True)
@@ -28,7 +30,8 @@ def build_parser():
     add_number(parser, "--lr", float, 1e-3, low=0, low_open=True)
     add_number(parser, "--tau", float, None, low=0, low_open=True, help="cluster-contrastive temperature: 0.5; 5.0 for ucf101 and imagenet")
     add_number(parser, "--alpha", float, 5.0, low=0, help="weight of the entropy term")
-    add_number(parser, "--neighbors", int, 50, low=1, help="neighbours sampled from, per modality")
+    add_number(parser, "--neighbors", int, None, low=1,
+               help=f"neighbours sampled from, per modality: {NEIGHBORS}, or one fewer than the train samples where there are no more")
     parser.add_argument("--approximate-knn", action="store_true", help="HNSW neighbours instead of exact search (ImageNet-1K scale on a CPU)")
     parser.add_argument("--variant", choices=["tac", "dxmc"], default="tac",
                         help="dxmc: add an instance head per modality and their contrastive loss, drop the consistency term (DXMC)")
@@ -74,10 +77,15 @@ def main():
     if batch_size > len(images):
         print(f"note: --batch-size {batch_size} exceeds the {len(images)} train samples; using one batch of {len(images)}")
 
+    # a small folder of photos (the drivers do not pass --neighbors) samples from all its other images
+    neighbors = args.neighbors if args.neighbors is not None else max(1, min(NEIGHBORS, len(images) - 1))
+    if neighbors < NEIGHBORS and args.neighbors is None:
+        print(f"note: only {len(images)} train samples; using {neighbors} neighbours instead of {NEIGHBORS}")
+
     images, texts = l2_normalize(images), l2_normalize(texts)
-    print(f"finding {args.neighbors} neighbours of {len(images)} train samples per modality")
-    image_neighbors = torch.from_numpy(knn_indices(images, args.neighbors, device, args.approximate_knn)).to(device)
-    text_neighbors = torch.from_numpy(knn_indices(texts, args.neighbors, device, args.approximate_knn)).to(device)
+    print(f"finding {neighbors} neighbours of {len(images)} train samples per modality")
+    image_neighbors = torch.from_numpy(knn_indices(images, neighbors, device, args.approximate_knn)).to(device)
+    text_neighbors = torch.from_numpy(knn_indices(texts, neighbors, device, args.approximate_knn)).to(device)
     test_x = torch.from_numpy(l2_normalize(test_images)).to(device)
 
     def evaluate_epoch(image_head, epoch):
@@ -95,7 +103,7 @@ def main():
     preds = predict(heads["image_head"], test_x)
     metrics = evaluate(test_labels, preds)
     config = {"num_clusters": k, "width": images.shape[1], "epochs": epochs, "batch_size": batch_size,
-              "lr": args.lr, "tau": tau, "alpha": args.alpha, "neighbors": args.neighbors, "variant": args.variant,
+              "lr": args.lr, "tau": tau, "alpha": args.alpha, "neighbors": neighbors, "variant": args.variant,
               "loss_terms": list(terms), "instance_tau": instance_tau,
               "instance_on": args.instance_on if dxmc else None}
     states = {name: head.state_dict() for name, head in heads.items()}

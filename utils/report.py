@@ -10,10 +10,12 @@ import numpy as np
 
 from utils.naming import most_confident
 from utils.provenance import atomic_write
+from utils.wordnet import RELATIONS
 
 THUMBNAIL_PIXELS = 128  # the longest side of a thumbnail; smaller images are drawn enlarged
-RELATION_WORDS = {"same": "names it (same word or a WordNet synonym)", "hypernym": "names it by a close hypernym",
-                  "hyponym": "names a kind of it (a hyponym)", "none": "does not name it"}
+# what the report says of each value utils.wordnet.name_relation returns
+RELATION_WORDS = dict(zip(RELATIONS, ("names it (same word or a WordNet synonym)", "names it by a close hypernym",
+                                      "names a kind of it (a hyponym)", "does not name it")))
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }

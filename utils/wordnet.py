@@ -23,6 +23,9 @@ LEXNAMES = (
 ).split()
 POS_NUMBER = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 HYPERNYM_STEPS = 3  # a name this many is-a steps above the class still names it ("shoe" for "sneaker")
+# How a cluster name relates to a class name, as name_relation returns it, name_match.json records
+# it and the report words it: one value each, "none" included (JSON null would read as "not checked").
+RELATIONS = ("same", "hypernym", "hyponym", "none")
 
 
 def wordnet_available(wordnet_dir=WORDNET_DIR):
@@ -98,7 +101,7 @@ def noun_synsets(reader, name):
 def name_relation(reader, noun, class_name):
     """How a cluster's name relates to a class name: "same" (equal or a shared synset: synonyms),
     "hypernym" (the noun is at most HYPERNYM_STEPS is-a steps above a sense of the class), "hyponym"
-    (the noun is a kind of the class), or None."""
+    (the noun is a kind of the class), or "none" (unrelated)."""
     if lemma_key(noun) in {lemma_key(a) for a in class_name.split("/")}:
         return "same"
     nouns, classes = noun_synsets(reader, noun), noun_synsets(reader, class_name)
@@ -109,4 +112,4 @@ def name_relation(reader, noun, class_name):
         return "hypernym"
     if any(set(classes) & up(n, 100) for n in nouns):
         return "hyponym"
-    return None
+    return "none"
