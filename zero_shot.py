@@ -8,7 +8,7 @@ image takes the class of highest cosine. Writes class_name_embedding.npy (also t
 
 import numpy as np
 
-from utils.backbones import load_backbone
+from utils.backbones import encoder_record, load_backbone
 from utils.cli import add_runtime_arg, base_parser
 from utils.errors import StageError, parse_args, run_main
 from utils.metrics import evaluate, format_metrics
@@ -40,6 +40,7 @@ def main():
         raise StageError(f"labels go up to {labels.max()} but class_names.csv has {len(names)} names: re-run image_embedding.py")
     backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
     classes, _ = encode_vocabulary(backbone, names, args.templates)
+    run.record["encoder"] = encoder_record(backbone, device, "text", 256)  # encode_vocabulary's batch
     preds = (l2_normalize(images) @ l2_normalize(classes).T).argmax(1).astype(np.int64)
     metrics = evaluate(labels, preds)
     run.save_array(run.path("class_name_embedding"), classes, {"templates": args.templates})
