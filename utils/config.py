@@ -50,7 +50,7 @@ def base_parser(description, runs=False):
 def add_runtime_arg(parser):
     """--runtime of the scripts that run an encoder (utils/onnx_runtime.py)."""
     parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                        help="what runs the encoders: auto = ONNX Runtime on the CPU (faster, equal to 1e-5) and PyTorch on a GPU; "
+                        help="what runs the encoders: auto = ONNX Runtime on the CPU (faster, within 1e-4 of PyTorch) and PyTorch on a GPU; "
                              "torch = PyTorch everywhere")
 
 
