@@ -53,13 +53,14 @@ def main():
         backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
     prompts, rows = vocabulary_prompts(words, args.templates)
     shards = Shards(os.path.join(out, "shards", "noun_embedding"), len(prompts), shard_size(args.shard_size, args.batch_size),
-                    shard_key(run, device, backbone.runtime, prompts))
+                    shard_key(run, device, backbone.text_runtime, prompts))
     encoded = shards.run(lambda part, bar: {"features": encode_prompts(backbone, prompts[part.start:part.stop], args.batch_size, bar)},
                          f"encoding {len(prompts)} distinct prompts", "prompt")
     if encoded is None:  # not rank 0: rank 0 writes the files
         return
     embedding, num_prompts = word_embeddings(encoded["features"], rows), len(prompts)
-    extra = {"templates": args.templates, "distinct_prompts": num_prompts, "vocabulary_rows": len(words), "runtime": backbone.runtime}
+    extra = {"templates": args.templates, "distinct_prompts": num_prompts, "vocabulary_rows": len(words),
+             "runtime": backbone.text_runtime}  # what ran the text encoder (CLIP's and open_clip's: PyTorch)
     run.save_csv(run.path("nouns"), ["word"], [[w] for w in words], extra)
     run.save_array(run.path("noun_embedding"), embedding, extra)
     shards.remove()

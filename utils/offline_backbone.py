@@ -106,6 +106,7 @@ class _Lite0:
     def __init__(self, device, runtime="auto"):
         self.device = device
         self.runtime = resolve_runtime(runtime, device)
+        self.text_runtime = self.runtime  # MiniLM is exported too
         self.net = _efficientnet(device)
         self.text_model = _minilm(device)
         if self.runtime == "onnxruntime":
