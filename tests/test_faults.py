@@ -33,6 +33,7 @@ behind and nothing stale reused. Cases:
 30. a --run name that is a path                        -> refused
 31. assign_images.py on a run with no heads           -> run train_head.py or --from concat_kmeans
 32. assign_images.py on an empty folder               -> no images found, before any work
+33. a driver's --auto-range MIN > MAX               -> one line, before any stage runs
 """
 import csv
 import json
@@ -306,6 +307,19 @@ def test_numeric_argument_out_of_range_names_the_flag_and_its_range(planted, scr
 def test_num_clusters_auto_with_a_bad_range_or_value(planted, extra, match):
     data, _ = planted
     fails("filter_nouns.py", *stage_args(data), *extra, match=match)
+
+
+@pytest.mark.parametrize("script, extra, match", [
+    ("run_pipeline.py", ["--num-clusters", "auto", "--auto-range", 6, 3], "--auto-range 6 3: MIN must not exceed MAX"),
+    ("reproduce.py", ["main", "--num-clusters", "auto", "--auto-range", 6, 3], "--auto-range 6 3: MIN must not exceed MAX"),
+])
+def test_driver_arguments_are_checked_before_any_stage_runs(planted, script, extra, match):
+    data, _ = planted
+    before = files_under(data)
+    result = run_script(script, *extra, *stage_args(data), check=False)
+    assert "== " not in result.stdout  # no stage started
+    fails(script, *extra, *stage_args(data), match=match)
+    assert files_under(data) == before
 
 
 def test_run_name_that_is_a_path_is_refused(planted):

@@ -67,7 +67,7 @@ def num_clusters_value(text):
 def add_num_clusters(parser):
     add_number(parser, "--num-clusters", num_clusters_value, None, low=2,
                help="K, or `auto` to estimate it without labels (silhouette over --auto-range); default: the number of distinct labels")
-    add_number(parser, "--auto-range", int, AUTO_RANGE, low=2, nargs=2, metavar=("MIN", "MAX"),
+    add_number(parser, "--auto-range", int, AUTO_RANGE, low=2, ordered=True, nargs=2, metavar=("MIN", "MAX"),
                help="the K that --num-clusters auto tries")
 
 
