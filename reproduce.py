@@ -20,9 +20,10 @@ built from, and prints where.
 """
 import argparse
 import csv
+import importlib
 import itertools
 
-from utils.errors import add_number, parse_args, run_main
+from utils.errors import StageError, add_number, describe_range, parse_args, run_main
 from utils.losses import ALL_TERMS
 from utils.metrics import metrics_table, stack_metrics
 from utils.paths import Layout, backbone_tag
@@ -51,8 +52,35 @@ def build_parser():
     parser.add_argument("command", choices=["main", "text-space", "losses", *SWEEPS])
     add_pipeline_args(parser)
     parser.set_defaults(seeds=[0, 1, 2, 3, 4])
-    add_number(parser, "--values", float, None, low=0, low_open=True, nargs="+", help="sweep values (default: a range around the paper's)")
+    add_number(parser, "--values", float, None, low=0, low_open=True, nargs="+",
+               help="sweep values (default: a range around the paper's), each one the swept stage takes for its flag")
     return parser
+
+
+def parse(argv=None):
+    """The command line, checked before any stage runs (one `error:` line otherwise), with a
+    sweep's --values made the numbers its stage takes."""
+    args = parse_args(build_parser(), argv)
+    if args.command in SWEEPS and args.values is not None:
+        args.values = sweep_values(args.command, args.values)
+    return args
+
+
+def sweep_values(command, values):
+    """A sweep's values as the stage it varies takes its flag: of its type (an integer k or gamma)
+    and in the range that stage's parser allows; StageError on the first that is not."""
+    script, flag, _ = SWEEPS[command]
+    action = next(a for a in importlib.import_module(script[:-3]).build_parser()._actions if flag in a.option_strings)
+    low, high, low_open = action.allowed_range
+    checked = []
+    for value in values:
+        number = int(value) if action.type is int and float(value).is_integer() else value
+        wrong_type = action.type is int and not isinstance(number, int)
+        if wrong_type or (low is not None and (number <= low if low_open else number < low)) or (high is not None and number > high):
+            raise StageError(f"--values of {command} are {script} {flag} values, which must be "
+                             f"{describe_range(action.type, low, high, low_open)}; got {value:g}")
+        checked.append(number)
+    return checked
 
 
 def experiments(args):
@@ -91,8 +119,7 @@ def experiments(args):
                  ("head_metrics", {"prefix": "head" if len(c) == 3 else "head_" + "+".join(c)})) for c in combos]
     script, flag, default = SWEEPS[args.command]
     rows = []
-    for value in args.values or default:
-        value = int(value) if flag in ("--k", "--gamma") else value
+    for value in args.values or default:  # --values: checked and typed by parse
         stages = [(s, a + [flag, value]) if s == script else (s, a) for s, a in nouns]
         rows += [(f"TAC (no train) {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [("concat_kmeans.py", [])], no_train),
                  (f"TAC {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [heads], head)]
@@ -105,7 +132,7 @@ def published_rows(dataset, backbone):
 
 
 def main():
-    args = parse_args(build_parser())
+    args = parse()
     record = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=backbone_tag(args.backbone))
     rows = experiments(args)
     results = {label: [] for label, _, _, _ in rows}

@@ -33,7 +33,7 @@ behind and nothing stale reused. Cases:
 30. a --run name that is a path                        -> refused
 31. assign_images.py on a run with no heads           -> run train_head.py or --from concat_kmeans
 32. assign_images.py on an empty folder               -> no images found, before any work
-33. a driver's --auto-range MIN > MAX               -> one line, before any stage runs
+33. a driver's --auto-range MIN > MAX, or a sweep value its stage does not take -> one line, before any stage runs
 """
 import csv
 import json
@@ -312,6 +312,8 @@ def test_num_clusters_auto_with_a_bad_range_or_value(planted, extra, match):
 @pytest.mark.parametrize("script, extra, match", [
     ("run_pipeline.py", ["--num-clusters", "auto", "--auto-range", 6, 3], "--auto-range 6 3: MIN must not exceed MAX"),
     ("reproduce.py", ["main", "--num-clusters", "auto", "--auto-range", 6, 3], "--auto-range 6 3: MIN must not exceed MAX"),
+    ("reproduce.py", ["sweep-k", "--values", 10, 0.5], "--values of sweep-k are filter_nouns.py --k values, which must be an integer >= 1; got 0.5"),
+    ("reproduce.py", ["sweep-gamma", "--values", 2.5], "--values of sweep-gamma are filter_nouns.py --gamma values, which must be an integer >= 1; got 2.5"),
 ])
 def test_driver_arguments_are_checked_before_any_stage_runs(planted, script, extra, match):
     data, _ = planted

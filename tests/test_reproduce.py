@@ -30,6 +30,14 @@ def test_published_numbers_file_has_every_table_row_with_its_source():
     assert (cifar10["nmi"], cifar10["acc"], cifar10["ari"]) == ("84.1", "92.3", "83.9")
 
 
+def test_sweep_values_are_the_numbers_their_stage_takes():
+    from reproduce import parse
+
+    assert parse(["sweep-k", "--values", "10", "50.0"]).values == [10, 50]
+    assert all(type(v) is int for v in parse(["sweep-gamma", "--values", "1", "3"]).values)
+    assert parse(["sweep-tau", "--values", "0.5", "1"]).values == [0.5, 1.0]
+
+
 def test_different_seeds_start_kmeans_from_different_centroids():
     x = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
     _, first = spherical_kmeans(x, 5, niter=1, nredo=1, max_points_per_centroid=256, seed=0)
