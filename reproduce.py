@@ -41,6 +41,15 @@ PUBLISHED = f"{ROOT}/data/published_results.csv"
 SWEEPS = {"sweep-k": ("filter_nouns.py", "--k", [10, 20, 33, 50, 100]),
           "sweep-gamma": ("filter_nouns.py", "--gamma", [1, 3, 5, 10, 20]),
           "sweep-tau": ("retrieve_text.py", "--tau", [0.001, 0.005, 0.01, 0.05, 0.1])}
+# The published tables (data/published_results.csv's `source`) each command's rows are set beside.
+# A method can be in several tables (TAC's own row is in Table II or III and again in Table V), so
+# a row is looked up only in its command's tables and cites the one it comes from. Fig. 5's sweeps
+# are plots: no published numbers.
+PUBLISHED_TABLES = {
+    "main": ("TAC paper Table II", "TAC paper Table III", "TAC paper Table VI", "DXMC paper (arXiv 2409.04561)"),
+    "text-space": ("TAC paper Table IV",),
+    "losses": ("TAC paper Table V",),
+}
 CENTERS = (("kmeans", "k-means"), ("agglomerative", "agglomerative"), ("spectral", "spectral"), ("dbscan", "dbscan"))
 
 # The paper's row order (Table II); rows of other commands keep the order they run in.
@@ -126,9 +135,18 @@ def experiments(args):
     return rows
 
 
-def published_rows(dataset, backbone):
+def published_rows(command, dataset, backbone):
+    """The published rows of `command`'s tables for this dataset and backbone, by method."""
+    tables, rows = PUBLISHED_TABLES.get(command, ()), {}
     with open(PUBLISHED, newline="") as f:
-        return {row["method"]: row for row in csv.DictReader(f) if row["dataset"] == dataset and row["backbone"] == backbone}
+        for row in csv.DictReader(f):
+            if row["source"] not in tables or (row["dataset"], row["backbone"]) != (dataset, backbone):
+                continue
+            if row["method"] in rows:
+                raise StageError(f"{PUBLISHED} has {row['method']} on {dataset} with {backbone} in both {rows[row['method']]['source']} "
+                                 f"and {row['source']}: keep one")
+            rows[row["method"]] = row
+    return rows
 
 
 def main():
@@ -152,7 +170,7 @@ def main():
 
 
 def save_table(args, record, rows, results, runs):
-    published = published_rows(args.dataset, args.backbone)
+    published = published_rows(args.command, args.dataset, args.backbone)
     order = sorted(results, key=lambda name: DISPLAY_ORDER.index(name) if name in DISPLAY_ORDER else len(DISPLAY_ORDER))
     stacked = {label: stack_metrics(results[label]) for label in order}
     title = (f"{args.command}: {args.dataset}, backbone {args.backbone}, test split, seeds {' '.join(map(str, args.seeds))} "

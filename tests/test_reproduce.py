@@ -30,6 +30,24 @@ def test_published_numbers_file_has_every_table_row_with_its_source():
     assert (cifar10["nmi"], cifar10["acc"], cifar10["ari"]) == ("84.1", "92.3", "83.9")
 
 
+def test_each_published_row_cites_the_table_of_its_command():
+    """TAC's own row is in Table II (or III) and again in Table V: `main` cites the first, `losses` the second."""
+    from reproduce import PUBLISHED_TABLES, published_rows
+
+    with open(PUBLISHED, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["source"] for r in rows} <= {t for tables in PUBLISHED_TABLES.values() for t in tables}  # every table is shown somewhere
+    dogs = {command: published_rows(command, "imagenet-dogs", "ViT-B/32") for command in ("main", "text-space", "losses", "sweep-k")}
+    assert dogs["main"]["TAC"]["source"] == "TAC paper Table II" and dogs["losses"]["TAC"]["source"] == "TAC paper Table V"
+    assert "TAC dis+con" not in dogs["main"] and "TAC" not in dogs["text-space"] and dogs["sweep-k"] == {}
+    assert dogs["text-space"]["TAC k-means centers"]["source"] == "TAC paper Table IV"
+    assert published_rows("main", "ucf101", "ViT-B/32")["TAC"]["source"] == "TAC paper Table III"
+    assert published_rows("main", "imagenet-dogs", "RN50")["TAC"]["source"] == "TAC paper Table VI"
+    for command, tables in PUBLISHED_TABLES.items():
+        for dataset, backbone in {(r["dataset"], r["backbone"]) for r in rows}:
+            assert all(r["source"] in tables for r in published_rows(command, dataset, backbone).values())
+
+
 def test_sweep_values_are_the_numbers_their_stage_takes():
     from reproduce import parse
 
