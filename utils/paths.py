@@ -79,7 +79,7 @@ STAGES = {
     "text_embedding.py": (lambda a: [("noun_embedding", {}), ("nouns", {})], lambda a: ("dataset", "seed", "batch_size", "shard_size")),
     "filter_nouns.py": (lambda a: [("kept_nouns", {}), ("kept_nouns_csv", {}), ("semantic_centers", {})],
                         lambda a: ("chunk_rows",) if a.get("text_space") == "random" else ("seed", "chunk_rows")),
-    "retrieve_text.py": (_split_files("retrieved_text"), lambda a: ("seed",)),
+    "retrieve_text.py": (_split_files("retrieved_text"), lambda a: ("seed", "chunk_rows")),
     "concat_kmeans.py": (lambda a: [(n, {"method": kmeans_method(a)}) for n in ("kmeans_preds", "kmeans_metrics")],
                          lambda a: ("seed", "chunk_rows")),
     "train_head.py": (lambda a: [(n, {"prefix": head_prefix(a)[0]}) for n in ("head", "head_preds", "head_metrics")],
