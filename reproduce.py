@@ -101,7 +101,9 @@ def experiments(args):
     nouns = [filt, ("retrieve_text.py", [])]
     no_train, head = ("kmeans_metrics", {"method": "concat_kmeans"}), ("head_metrics", {"prefix": "head"})
     if args.command == "main":
-        names = [("zero_shot.py", []), ("retrieve_text.py", ["--text-space", "classnames"])]
+        # zero-shot encodes the class names as stage 2 encodes the nouns: the same templates and runtime
+        names = [("zero_shot.py", option("--templates", args.templates) + ["--runtime", args.runtime]),
+                 ("retrieve_text.py", ["--text-space", "classnames"])]
         return [
             ("CLIP zero-shot", ["classnames"], names[:1], ("zero_shot_metrics", {})),
             ("TAC (no train, class names)", ["classnames"], names + [("concat_kmeans.py", [])], no_train),

@@ -48,6 +48,18 @@ def test_each_published_row_cites_the_table_of_its_command():
             assert all(r["source"] in tables for r in published_rows(command, dataset, backbone).values())
 
 
+def test_zero_shot_gets_the_drivers_templates_and_runtime():
+    from reproduce import experiments, parse
+
+    def zero_shot_argv(*argv):
+        stages = [stage for _, _, stages, _ in experiments(parse(["main", *argv])) for stage in stages]
+        return {tuple(extra) for script, extra in stages if script == "zero_shot.py"}
+
+    assert zero_shot_argv("--templates", "a photo of a {}.", "itap of a {}.", "--runtime", "torch") == {
+        ("--templates", "a photo of a {}.", "itap of a {}.", "--runtime", "torch")}
+    assert zero_shot_argv() == {("--runtime", "auto")}  # zero_shot.py's own default templates: the authors' 7, as stage 2's
+
+
 def test_sweep_values_are_the_numbers_their_stage_takes():
     from reproduce import parse
 
@@ -79,6 +91,8 @@ def test_main_table_over_two_seeds_with_figures(tmp_path, tiny_clip, image_folde
     per_seed = json.loads((out / "main.csv.meta.json").read_text())["per_seed"]
     assert all(len(runs) == 2 for runs in per_seed.values())
     assert per_seed["CLIP zero-shot"][0] == per_seed["CLIP zero-shot"][1]  # no randomness in zero-shot
+    class_names = json.loads((out.parent / "runs" / "epochs2-classnames-seed0" / "class_name_embedding.npy.meta.json").read_text())
+    assert class_names["templates"] == ["a photo of a {}."]  # the templates the nouns were encoded with
     runs = out.parent / "runs"
     kept_meta = json.loads((runs / "epochs2-seed1" / "kept_nouns.npy.meta.json").read_text())
     assert kept_meta["seed"] == 1 and kept_meta["kmeans"]["seed"] == 1234  # seed 1's run, the authors' k-means draw
