@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, needs, run_script
 
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,8 +34,7 @@ def fashion_folder(tmp_path_factory):
     next 40 in another folder (new photos for assign_images.py)."""
     from utils.datasets import DEBIAN_FASHION_MNIST, load_split
 
-    if not os.path.isdir(DEBIAN_FASHION_MNIST):
-        pytest.skip("needs Debian's dataset-fashion-mnist (bash install.sh installs it)")
+    needs(os.path.isdir(DEBIAN_FASHION_MNIST), "needs Debian's dataset-fashion-mnist (bash install.sh installs it)")
     dataset = load_split("fashion-mnist", "test", str(tmp_path_factory.mktemp("torchvision")))
     folder = tmp_path_factory.mktemp("fashion") / "clothes"
     folder.mkdir()
@@ -94,10 +93,10 @@ def open_in_chromium(page, screenshot):
     return sections, images, console
 
 
-@pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM), reason="needs Debian's chromium and chromium-driver (bash install.sh installs them)")
 def test_own_photos_report_opens_in_a_browser(own_photos_run, tmp_path):
     from PIL import Image
 
+    needs(CHROMEDRIVER and CHROMIUM, "needs Debian's chromium and chromium-driver (bash install.sh installs them)")
     data, run = own_photos_run
     page = run / "report" / "index.html"
     names = read_rows(run / "cluster_names.csv")
