@@ -1,16 +1,18 @@
 """After a finished run: sort new images into its clusters, without retraining.
 
 Reads the run (data/<ds>/<bb>/, or its runs/RUN/ with --run): its clusters (--from head: the image
-head of train_head.py; --from concat_kmeans or image_kmeans: the nearest cluster mean of those
-k-means clusters), its kept nouns and retrieval temperature (for the names, and for the text
-counterparts that concat_kmeans clusters with), and embeds every image under --images with the
-run's backbone as stage 1 did (the same transform; lite0-minilm centred on the run's own train mean).
+head of train_head.py; --from concat_kmeans or image_kmeans: those k-means clusters, an image going
+to the centroid of largest cosine, as spherical k-means assigns), its kept nouns and retrieval
+temperature (for the names, and for the text counterparts that concat_kmeans clusters with), and
+embeds every image under --images with the run's backbone as stage 1 did (the same transform;
+lite0-minilm centred on the run's own train mean).
 
 Writes assignments_new.csv in the run folder: path, cluster, name (the cluster's top name, as
 name_clusters.py names it), confidence (head: its probability; k-means: cosine to the cluster's
-mean) and unsure (1 where the confidence is below the 5th percentile of the confidences of the
+centroid) and unsure (1 where the confidence is below the 5th percentile of the confidences of the
 run's own images in that cluster, or the run had no image there). Images of the run itself get
-exactly the clusters the run gave them.
+exactly the clusters the run's heads gave them; with a k-means source, an image on a cluster border
+can move (the centroids are recomputed from k-means' last assignment).
 """
 import os
 
@@ -24,9 +26,11 @@ from utils.errors import StageError, add_number, parse_args, run_main
 from utils.naming import (
     KMEANS_SOURCES,
     add_source_arg,
-    cluster_sums,
+    centroid_confidence,
+    cluster_directions,
     kept_nouns,
     load_clusters,
+    nearest_direction,
     noun_mass,
     rank_names,
     retrieval_tau,
@@ -79,9 +83,10 @@ def embed_new_images(run, args, images, device):
 
 
 def assign(run, source, new, clustered, preds, k, nouns, tau, device):
-    """Each new image's cluster and confidence: the head's argmax and probability, or the nearest
-    mean of the run's k-means clusters (of `clustered`, the features they were made from: as
-    k-means assigns) and the cosine to its direction."""
+    """Each new image's cluster and confidence: the head's argmax and probability, or, as spherical
+    k-means assigns, the run's k-means cluster whose centroid (the L2-normalised mean of the
+    normalised rows of `clustered`, the features the clusters were made from) has the largest
+    cosine with the image's feature, and that cosine."""
     if source not in KMEANS_SOURCES:
         from utils.heads import load_head, predict_proba
 
@@ -92,12 +97,10 @@ def assign(run, source, new, clustered, preds, k, nouns, tau, device):
         from utils.text_space import soft_retrieve
 
         texts = soft_retrieve(new, nouns, tau, device)
-    means = (cluster_sums(clustered, preds, k) / np.maximum(np.bincount(preds, minlength=k), 1)[:, None]).astype(np.float32)
+    centers = cluster_directions(l2_normalize(clustered), preds, k)  # as k-means normalises its rows and centroids
     features = source_features(run, source, new, texts)
-    distances = (features ** 2).sum(1, keepdims=True) - 2 * features @ means.T + (means ** 2).sum(1)
-    distances[:, ~means.any(1)] = np.inf  # an empty cluster has no mean
-    cluster = distances.argmin(1)
-    return cluster, (l2_normalize(features) * l2_normalize(means)[cluster]).sum(1)  # as naming.centroid_confidence
+    cluster = nearest_direction(features, centers)
+    return cluster, centroid_confidence(features, cluster, k, centers)
 
 
 def main():

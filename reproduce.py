@@ -20,6 +20,7 @@ built from, and prints where.
 """
 import argparse
 import csv
+import importlib
 import itertools
 
 from run_pipeline import (
@@ -30,7 +31,7 @@ from run_pipeline import (
     protocol,
     run_embeddings,
 )
-from utils.errors import add_number, parse_args, run_main
+from utils.errors import StageError, add_number, describe_range, parse_args, run_main
 from utils.losses import ALL_TERMS
 from utils.metrics import metrics_table, stack_metrics
 from utils.paths import Layout, backbone_tag
@@ -40,6 +41,15 @@ PUBLISHED = f"{ROOT}/data/published_results.csv"
 SWEEPS = {"sweep-k": ("filter_nouns.py", "--k", [10, 20, 33, 50, 100]),
           "sweep-gamma": ("filter_nouns.py", "--gamma", [1, 3, 5, 10, 20]),
           "sweep-tau": ("retrieve_text.py", "--tau", [0.001, 0.005, 0.01, 0.05, 0.1])}
+# The published tables (data/published_results.csv's `source`) each command's rows are set beside.
+# A method can be in several tables (TAC's own row is in Table II or III and again in Table V), so
+# a row is looked up only in its command's tables and cites the one it comes from. Fig. 5's sweeps
+# are plots: no published numbers.
+PUBLISHED_TABLES = {
+    "main": ("TAC paper Table II", "TAC paper Table III", "TAC paper Table VI", "DXMC paper (arXiv 2409.04561)"),
+    "text-space": ("TAC paper Table IV",),
+    "losses": ("TAC paper Table V",),
+}
 CENTERS = (("kmeans", "k-means"), ("agglomerative", "agglomerative"), ("spectral", "spectral"), ("dbscan", "dbscan"))
 
 # The paper's row order (Table II); rows of other commands keep the order they run in.
@@ -51,8 +61,35 @@ def build_parser():
     parser.add_argument("command", choices=["main", "text-space", "losses", *SWEEPS])
     add_pipeline_args(parser)
     parser.set_defaults(seeds=[0, 1, 2, 3, 4])
-    add_number(parser, "--values", float, None, low=0, low_open=True, nargs="+", help="sweep values (default: a range around the paper's)")
+    add_number(parser, "--values", float, None, low=0, low_open=True, nargs="+",
+               help="sweep values (default: a range around the paper's), each one the swept stage takes for its flag")
     return parser
+
+
+def parse(argv=None):
+    """The command line, checked before any stage runs (one `error:` line otherwise), with a
+    sweep's --values made the numbers its stage takes."""
+    args = parse_args(build_parser(), argv)
+    if args.command in SWEEPS and args.values is not None:
+        args.values = sweep_values(args.command, args.values)
+    return args
+
+
+def sweep_values(command, values):
+    """A sweep's values as the stage it varies takes its flag: of its type (an integer k or gamma)
+    and in the range that stage's parser allows; StageError on the first that is not."""
+    script, flag, _ = SWEEPS[command]
+    action = next(a for a in importlib.import_module(script[:-3]).build_parser()._actions if flag in a.option_strings)
+    low, high, low_open = action.allowed_range
+    checked = []
+    for value in values:
+        number = int(value) if action.type is int and float(value).is_integer() else value
+        wrong_type = action.type is int and not isinstance(number, int)
+        if wrong_type or (low is not None and (number <= low if low_open else number < low)) or (high is not None and number > high):
+            raise StageError(f"--values of {command} are {script} {flag} values, which must be "
+                             f"{describe_range(action.type, low, high, low_open)}; got {value:g}")
+        checked.append(number)
+    return checked
 
 
 def experiments(args):
@@ -64,7 +101,9 @@ def experiments(args):
     nouns = [filt, ("retrieve_text.py", [])]
     no_train, head = ("kmeans_metrics", {"method": "concat_kmeans"}), ("head_metrics", {"prefix": "head"})
     if args.command == "main":
-        names = [("zero_shot.py", []), ("retrieve_text.py", ["--text-space", "classnames"])]
+        # zero-shot encodes the class names as stage 2 encodes the nouns: the same templates and runtime
+        names = [("zero_shot.py", option("--templates", args.templates) + ["--runtime", args.runtime]),
+                 ("retrieve_text.py", ["--text-space", "classnames"])]
         return [
             ("CLIP zero-shot", ["classnames"], names[:1], ("zero_shot_metrics", {})),
             ("TAC (no train, class names)", ["classnames"], names + [("concat_kmeans.py", [])], no_train),
@@ -91,21 +130,29 @@ def experiments(args):
                  ("head_metrics", {"prefix": "head" if len(c) == 3 else "head_" + "+".join(c)})) for c in combos]
     script, flag, default = SWEEPS[args.command]
     rows = []
-    for value in args.values or default:
-        value = int(value) if flag in ("--k", "--gamma") else value
+    for value in args.values or default:  # --values: checked and typed by parse
         stages = [(s, a + [flag, value]) if s == script else (s, a) for s, a in nouns]
         rows += [(f"TAC (no train) {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [("concat_kmeans.py", [])], no_train),
                  (f"TAC {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [heads], head)]
     return rows
 
 
-def published_rows(dataset, backbone):
+def published_rows(command, dataset, backbone):
+    """The published rows of `command`'s tables for this dataset and backbone, by method."""
+    tables, rows = PUBLISHED_TABLES.get(command, ()), {}
     with open(PUBLISHED, newline="") as f:
-        return {row["method"]: row for row in csv.DictReader(f) if row["dataset"] == dataset and row["backbone"] == backbone}
+        for row in csv.DictReader(f):
+            if row["source"] not in tables or (row["dataset"], row["backbone"]) != (dataset, backbone):
+                continue
+            if row["method"] in rows:
+                raise StageError(f"{PUBLISHED} has {row['method']} on {dataset} with {backbone} in both {rows[row['method']]['source']} "
+                                 f"and {row['source']}: keep one")
+            rows[row["method"]] = row
+    return rows
 
 
 def main():
-    args = parse_args(build_parser())
+    args = parse()
     record = StageRun(__file__, args, args.data_dir, dataset=args.dataset, backbone=backbone_tag(args.backbone))
     rows = experiments(args)
     results = {label: [] for label, _, _, _ in rows}
@@ -125,7 +172,7 @@ def main():
 
 
 def save_table(args, record, rows, results, runs):
-    published = published_rows(args.dataset, args.backbone)
+    published = published_rows(args.command, args.dataset, args.backbone)
     order = sorted(results, key=lambda name: DISPLAY_ORDER.index(name) if name in DISPLAY_ORDER else len(DISPLAY_ORDER))
     stacked = {label: stack_metrics(results[label]) for label in order}
     title = (f"{args.command}: {args.dataset}, backbone {args.backbone}, test split, seeds {' '.join(map(str, args.seeds))} "

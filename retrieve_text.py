@@ -2,12 +2,13 @@
 
 counterpart_i = normalise(sum_j softmax_j(cos(v_i, t_j) / tau) t_j) over the kept nouns t_j.
 Writes retrieved_text_{train,test}.npy (L2-normalised, N x D), a chunk of images at a time: the
-embeddings are read from disk and the counterparts written as they are made, so memory does not
-grow with N.
+embeddings are read from disk --chunk-rows at a time and the counterparts written as they are made,
+so memory does not grow with N. --chunk-rows does not change the bytes (retrieval runs in steps of
+8192 images whatever it is).
 """
 import numpy as np
 
-from utils.cli import base_parser
+from utils.cli import add_chunk_rows, base_parser
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.paths import SPLITS
 from utils.stage import start_stage
@@ -19,6 +20,7 @@ def build_parser():
     add_number(parser, "--tau", float, RETRIEVAL_TAU, low=0, low_open=True, help="retrieval temperature (the paper's tau-tilde)")
     parser.add_argument("--text-space", choices=["nouns", "classnames"], default="nouns",
                         help="retrieve from the nouns kept by filter_nouns.py, or from the class names (zero_shot.py writes them; the paper's TAC-dagger)")
+    add_chunk_rows(parser)
     return parser
 
 
@@ -40,11 +42,11 @@ def main():
         texts = nouns[kept]
     for split in SPLITS:
         # Read, retrieved and written a chunk of images at a time: memory does not grow with N.
-        images = run.open_embedding(run.path("image_embedding", split=split))
+        images = run.open_embedding(run.path("image_embedding", split=split), chunk_rows=args.chunk_rows)
         if images.shape[1] != texts.shape[1]:
             raise StageError(f"image embeddings are {images.shape[1]}-d but text embeddings {texts.shape[1]}-d: make both with the same --backbone")
         run.save_array_chunks(run.path("retrieved_text", split=split), (len(images), texts.shape[1]), np.float32,
-                              retrieved_chunks(images, texts, args.tau, device=device),
+                              retrieved_chunks(images, texts, args.tau, device=device, read_rows=args.chunk_rows),
                               {"tau": args.tau, "texts": len(texts), "text_space": args.text_space})
         print(f"{split}: {len(images)} counterparts from {len(texts)} {args.text_space} (tau {args.tau}) -> {run.layout.run}")
 

@@ -92,7 +92,7 @@ def add_pipeline_args(parser):
     add_number(parser, "--train-subset", int, 0, low=0, help="image_embedding.py --train-subset")
     add_number(parser, "--subset-seed", int, 0, low=0, high=SEED_MAX, help="seed of the train subset")
     parser.add_argument("--nouns", default=None, help="text_embedding.py --nouns")
-    parser.add_argument("--templates", nargs="+", default=None, help="text_embedding.py --templates")
+    parser.add_argument("--templates", nargs="+", default=None, help="text_embedding.py and zero_shot.py --templates")
     add_number(parser, "--k", int, None, low=1, help="filter_nouns.py --k")
     parser.add_argument("--criterion", default=None, help="filter_nouns.py --criterion: cluster by color, material, ...")
     add_num_clusters(parser)

@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny randomly initialised CLIP saved as a checkpoint that clip.load(path)
-accepts, a generated image folder, and a tiny vocabulary."""
+accepts, a generated image folder, and a tiny vocabulary; `needs`, for tests of what install.sh installs."""
 import contextlib
 import csv
 import io
@@ -14,6 +14,23 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+def in_ci():
+    """CI sets CI (e.g. CI=true; .ci/run does): there install.sh has installed everything or failed."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def needs(condition, why, module=False):
+    """For a test that needs something install.sh installs (a Debian package, a wheel): where
+    `condition` is false, skip it (`module`: the whole module), but fail it under CI, so that CI
+    cannot pass on a partial install. Reasons CI cannot change (whether a GPU is visible, running
+    as root) stay plain skips."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{why}: CI must run this test (CI={os.environ['CI']}; bash install.sh installs it)", pytrace=False)
+    pytest.skip(why, allow_module_level=module)
 
 
 def run_script(script, *args, cwd=ROOT, check=True, cli=False):

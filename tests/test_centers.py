@@ -14,6 +14,7 @@ from utils.clustering import (
     spherical_kmeans,
 )
 from utils.errors import StageError
+from utils.rows import l2_normalize
 
 DIM = 24
 KMEANS = dict(niter=20, nredo=5, max_points_per_centroid=0, seed=3)
@@ -128,12 +129,12 @@ def test_dbscan_keeps_the_k_largest_when_it_cannot_merge_down_to_k():
 
 def old_member_centers(x, assignments, k, fallback):
     """member_centers as it was before outliers existed."""
-    x = clustering.l2_normalize(x)
+    x = l2_normalize(x)
     sums = np.zeros((k, x.shape[1]), dtype=np.float64)
     np.add.at(sums, assignments, x)
     counts = np.bincount(assignments, minlength=k)
     sums[counts == 0] = fallback[counts == 0]
-    return clustering.l2_normalize(sums), counts
+    return l2_normalize(sums), counts
 
 
 def test_member_centers_skip_outliers():

@@ -19,6 +19,7 @@ def clip_paths(tiny_clip):
 def test_onnx_runtime_image_tower_equals_pytorch(clip_paths):
     reference, fast = clip_paths
     assert (reference.runtime, fast.runtime) == ("torch", "onnxruntime")
+    assert (reference.text_runtime, fast.text_runtime) == ("torch", "torch")  # the text tower is not exported
     images = torch.randn(37, 3, 32, 32)  # not a multiple of the chunk
     expected = reference.encode_image(images)
     assert expected.shape == (37, 32)

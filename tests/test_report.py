@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, needs, run_script
 
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,8 +34,7 @@ def fashion_folder(tmp_path_factory):
     next 40 in another folder (new photos for assign_images.py)."""
     from utils.datasets import DEBIAN_FASHION_MNIST, load_split
 
-    if not os.path.isdir(DEBIAN_FASHION_MNIST):
-        pytest.skip("needs Debian's dataset-fashion-mnist (bash install.sh installs it)")
+    needs(os.path.isdir(DEBIAN_FASHION_MNIST), "needs Debian's dataset-fashion-mnist (bash install.sh installs it)")
     dataset = load_split("fashion-mnist", "test", str(tmp_path_factory.mktemp("torchvision")))
     folder = tmp_path_factory.mktemp("fashion") / "clothes"
     folder.mkdir()
@@ -94,10 +93,10 @@ def open_in_chromium(page, screenshot):
     return sections, images, console
 
 
-@pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM), reason="needs Debian's chromium and chromium-driver (bash install.sh installs them)")
 def test_own_photos_report_opens_in_a_browser(own_photos_run, tmp_path):
     from PIL import Image
 
+    needs(CHROMEDRIVER and CHROMIUM, "needs Debian's chromium and chromium-driver (bash install.sh installs them)")
     data, run = own_photos_run
     page = run / "report" / "index.html"
     names = read_rows(run / "cluster_names.csv")
@@ -150,6 +149,14 @@ def test_assign_images_gives_the_runs_own_images_their_clusters(own_photos_run, 
     unsure = sum(r["unsure"] == "1" for r in again)
     assert 1 <= unsure <= 30  # the run's own images below their cluster's 5th percentile: about 5%
 
+    # --from concat_kmeans: the nearest centroid as spherical k-means assigns, so that the run's own
+    # images keep the clusters k-means ended with (it converged: its last assignment is its own
+    # centroids' nearest; the nearest unnormalised mean moved 1 of the 300)
+    run_script(script, *argv, "--from", "concat_kmeans", "--data-dir", data)
+    kmeans = np.load(run / "concat_kmeans_preds.npy")
+    assert {r["path"]: int(r["cluster"]) for r in read_rows(run / "assignments_new.csv")} == {
+        path: int(kmeans[int(r["index"])]) for path, r in given.items()}
+
     # new photos: every one placed in a cluster the run has, with a name and a confidence
     argv = [str(new) if a == str(folder) else a for a in argv]
     before = sorted(os.listdir(new))
@@ -159,3 +166,18 @@ def test_assign_images_gives_the_runs_own_images_their_clusters(own_photos_run, 
     names = {r["cluster"]: r["name"] for r in given.values()}
     assert all(names[r["cluster"]] == r["name"] and 0 <= float(r["confidence"]) <= 1 and r["unsure"] in "01" for r in placed)
     assert json.loads((run / "assignments_new.csv.meta.json").read_text())["images"] == str(new)
+
+
+def test_assign_images_by_kmeans_takes_the_centroid_of_largest_cosine():
+    """Spherical k-means' rule: the nearest L2-normalised centroid, not the nearest unnormalised mean.
+    Cluster 0's members spread around e_z (mean 0.5 e_z), cluster 1's sit on e_x (mean e_x); the new
+    image has cosine 0.65 with e_x and 0.6 with e_z: Euclidean distance to the means prefers the
+    short mean of cluster 0 (1 - 2 x 0.5 x 0.6 + 0.25 = 0.65 against 2 - 2 x 0.65 = 0.7)."""
+    from assign_images import assign
+
+    clustered = np.array([[0, 0.866, 0.5], [0, -0.866, 0.5], [1, 0, 0], [1, 0, 0]], dtype=np.float32)
+    preds = np.array([0, 0, 1, 1])
+    new = np.array([[0.65, np.sqrt(1 - 0.65 ** 2 - 0.6 ** 2), 0.6], [0, 0, 2]], dtype=np.float32)
+    cluster, confidence = assign(None, "image_kmeans", new, clustered, preds, 3, None, None, "cpu")
+    assert cluster.tolist() == [1, 0]  # cluster 2 is empty: it takes no image
+    np.testing.assert_allclose(confidence, [0.65, 1.0], atol=1e-5)

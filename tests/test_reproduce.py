@@ -30,6 +30,44 @@ def test_published_numbers_file_has_every_table_row_with_its_source():
     assert (cifar10["nmi"], cifar10["acc"], cifar10["ari"]) == ("84.1", "92.3", "83.9")
 
 
+def test_each_published_row_cites_the_table_of_its_command():
+    """TAC's own row is in Table II (or III) and again in Table V: `main` cites the first, `losses` the second."""
+    from reproduce import PUBLISHED_TABLES, published_rows
+
+    with open(PUBLISHED, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["source"] for r in rows} <= {t for tables in PUBLISHED_TABLES.values() for t in tables}  # every table is shown somewhere
+    dogs = {command: published_rows(command, "imagenet-dogs", "ViT-B/32") for command in ("main", "text-space", "losses", "sweep-k")}
+    assert dogs["main"]["TAC"]["source"] == "TAC paper Table II" and dogs["losses"]["TAC"]["source"] == "TAC paper Table V"
+    assert "TAC dis+con" not in dogs["main"] and "TAC" not in dogs["text-space"] and dogs["sweep-k"] == {}
+    assert dogs["text-space"]["TAC k-means centers"]["source"] == "TAC paper Table IV"
+    assert published_rows("main", "ucf101", "ViT-B/32")["TAC"]["source"] == "TAC paper Table III"
+    assert published_rows("main", "imagenet-dogs", "RN50")["TAC"]["source"] == "TAC paper Table VI"
+    for command, tables in PUBLISHED_TABLES.items():
+        for dataset, backbone in {(r["dataset"], r["backbone"]) for r in rows}:
+            assert all(r["source"] in tables for r in published_rows(command, dataset, backbone).values())
+
+
+def test_zero_shot_gets_the_drivers_templates_and_runtime():
+    from reproduce import experiments, parse
+
+    def zero_shot_argv(*argv):
+        stages = [stage for _, _, stages, _ in experiments(parse(["main", *argv])) for stage in stages]
+        return {tuple(extra) for script, extra in stages if script == "zero_shot.py"}
+
+    assert zero_shot_argv("--templates", "a photo of a {}.", "itap of a {}.", "--runtime", "torch") == {
+        ("--templates", "a photo of a {}.", "itap of a {}.", "--runtime", "torch")}
+    assert zero_shot_argv() == {("--runtime", "auto")}  # zero_shot.py's own default templates: the authors' 7, as stage 2's
+
+
+def test_sweep_values_are_the_numbers_their_stage_takes():
+    from reproduce import parse
+
+    assert parse(["sweep-k", "--values", "10", "50.0"]).values == [10, 50]
+    assert all(type(v) is int for v in parse(["sweep-gamma", "--values", "1", "3"]).values)
+    assert parse(["sweep-tau", "--values", "0.5", "1"]).values == [0.5, 1.0]
+
+
 def test_different_seeds_start_kmeans_from_different_centroids():
     x = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
     _, first = spherical_kmeans(x, 5, niter=1, nredo=1, max_points_per_centroid=256, seed=0)
@@ -53,6 +91,8 @@ def test_main_table_over_two_seeds_with_figures(tmp_path, tiny_clip, image_folde
     per_seed = json.loads((out / "main.csv.meta.json").read_text())["per_seed"]
     assert all(len(runs) == 2 for runs in per_seed.values())
     assert per_seed["CLIP zero-shot"][0] == per_seed["CLIP zero-shot"][1]  # no randomness in zero-shot
+    class_names = json.loads((out.parent / "runs" / "epochs2-classnames-seed0" / "class_name_embedding.npy.meta.json").read_text())
+    assert class_names["templates"] == ["a photo of a {}."]  # the templates the nouns were encoded with
     runs = out.parent / "runs"
     kept_meta = json.loads((runs / "epochs2-seed1" / "kept_nouns.npy.meta.json").read_text())
     assert kept_meta["seed"] == 1 and kept_meta["kmeans"]["seed"] == 1234  # seed 1's run, the authors' k-means draw

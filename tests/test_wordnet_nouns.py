@@ -3,7 +3,7 @@ import csv
 import hashlib
 import os
 
-from conftest import ROOT
+from conftest import ROOT, needs
 
 AUTHORS_SHA256 = "deff9dec810a2ff5c8012c61b5e052e7ba5e62476da9acb6ce8e68df01fd8e5d"
 PATH = os.path.join(ROOT, "data", "WordNetNouns.csv")
@@ -25,10 +25,8 @@ def test_builder_reproduces_it_from_debian_wordnet(tmp_path):
     import subprocess
     import sys
 
-    import pytest
-
-    if not os.path.exists("/usr/share/wordnet/data.noun") or not os.path.exists("/usr/share/wordnet/index.sense"):
-        pytest.skip("Debian's wordnet-base and wordnet-sense-index are not installed")
+    needs(os.path.exists("/usr/share/wordnet/data.noun") and os.path.exists("/usr/share/wordnet/index.sense"),
+          "Debian's wordnet-base and wordnet-sense-index are not installed")
     out = tmp_path / "nouns.csv"
     subprocess.run([sys.executable, os.path.join(ROOT, "data", "build_wordnet_nouns.py"), "--out", str(out)], check=True,
                    capture_output=True)

@@ -28,9 +28,11 @@ OFFLINE_BACKBONES = {"lite0-minilm": "load", "lite0-conse": "load_conse"}
 
 class ClipBackbone:
     """The OpenAI CLIP model behind the shared contract, run in fp32 on the CPU and fp16 on the GPU;
-    on the CPU the image tower runs through ONNX Runtime unless runtime="torch"."""
+    on the CPU the image tower runs through ONNX Runtime unless runtime="torch". `runtime` is what
+    runs the image tower, `text_runtime` the text tower: always PyTorch (it is not exported)."""
 
     image_chunk, text_chunk = 16, 64  # rows per forward pass on the CPU (measured: small batches stay in cache)
+    text_runtime = "torch"
 
     def __init__(self, model, device, runtime="auto"):
         self.model = model.eval()
@@ -40,7 +42,6 @@ class ClipBackbone:
         self.width = model.text_projection.shape[1]
         self.dtype = model.dtype
         self.runtime = resolve_runtime(runtime, device)
-        self.text_runtime = "torch"  # the text tower is never exported (prompts of varying length)
         if self.runtime == "onnxruntime":
             self.onnx_image = image_tower(model.visual, self.input_resolution)
 
@@ -165,9 +166,11 @@ class OpenClipBackbone:
     `open_clip:ViT-B-32:laion2b_s34b_b79k`) behind the shared contract, loaded the way open_clip's
     users load it (its own download of the published weights, into `cache_dir`: data/backbones/open_clip). The image size,
     normalisation and width come from the model. Tag `none`: random weights (tests, offline).
-    fp32 everywhere; on the CPU the image tower runs through ONNX Runtime unless runtime="torch"."""
+    fp32 everywhere; on the CPU the image tower runs through ONNX Runtime unless runtime="torch"; the
+    text tower always runs in PyTorch (`text_runtime`)."""
 
     image_chunk, text_chunk = 16, 64
+    text_runtime = "torch"
 
     def __init__(self, name, device, runtime="auto", cache_dir=None):
         try:
@@ -204,7 +207,6 @@ class OpenClipBackbone:
         with torch.no_grad():
             self.width = int(model.encode_text(self.tokenizer(["a"]).to(device)).shape[1])
         self.runtime = resolve_runtime(runtime, device)
-        self.text_runtime = "torch"
         if self.runtime == "onnxruntime":
             self.onnx_image = image_tower(_ImageTower(model), self.input_resolution)
 

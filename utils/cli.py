@@ -30,7 +30,7 @@ def base_parser(description, runs=False):
 def add_runtime_arg(parser):
     """--runtime of the scripts that run an encoder (utils/onnx_runtime.py)."""
     parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                        help="what runs the encoders: auto = ONNX Runtime on the CPU (faster, equal to 1e-5) and PyTorch on a GPU; "
+                        help="what runs the encoders: auto = ONNX Runtime on the CPU (faster, within 1e-4 of PyTorch) and PyTorch on a GPU; "
                              "torch = PyTorch everywhere")
 
 
@@ -47,7 +47,7 @@ def num_clusters_value(text):
 def add_num_clusters(parser):
     add_number(parser, "--num-clusters", num_clusters_value, None, low=2,
                help="K, or `auto` to estimate it without labels (silhouette over --auto-range); default: the number of distinct labels")
-    add_number(parser, "--auto-range", int, AUTO_RANGE, low=2, nargs=2, metavar=("MIN", "MAX"),
+    add_number(parser, "--auto-range", int, AUTO_RANGE, low=2, ordered=True, nargs=2, metavar=("MIN", "MAX"),
                help="the K that --num-clusters auto tries")
 
 

@@ -19,12 +19,14 @@ def run_main(main):
         sys.exit(130)
 
 
-def add_number(parser, flag, kind, default=None, *, low=None, high=None, low_open=False, **kwargs):
+def add_number(parser, flag, kind, default=None, *, low=None, high=None, low_open=False, ordered=False, **kwargs):
     """parser.add_argument for a number with its allowed range, checked by `parse_args` (below).
 
-    low/high are inclusive bounds (None: unbounded); low_open makes the lower bound exclusive."""
+    low/high are inclusive bounds (None: unbounded); low_open makes the lower bound exclusive;
+    `ordered` (with nargs and a metavar tuple such as MIN MAX): no value may exceed the next."""
     action = parser.add_argument(flag, type=kind, default=default, **kwargs)
     action.allowed_range = (low, high, low_open)
+    action.ordered = ordered
     return action
 
 
@@ -52,6 +54,9 @@ def check_ranges(parser, args):
                 low is not None and (number <= low if low_open else number < low)) or (high is not None and number > high)
             if bad:
                 raise StageError(f"{action.option_strings[-1]} must be {describe_range(action.type, low, high, low_open)}, got {number}")
+        if getattr(action, "ordered", False) and isinstance(value, list) and value != sorted(value):
+            names = action.metavar if isinstance(action.metavar, tuple) else ("a value", "the next")
+            raise StageError(f"{action.option_strings[-1]} {' '.join(map(str, value))}: {names[0]} must not exceed {names[-1]}")
     return args
 
 

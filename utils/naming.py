@@ -102,12 +102,26 @@ def head_confidence(head, features, preds):
     return predict_proba(head, features)[np.arange(len(preds)), preds]
 
 
-def centroid_confidence(features, preds, num_clusters):
+def centroid_confidence(features, preds, num_clusters, centers=None):
     """k-means has no probabilities: the cosine between each image's clustered feature and its
-    cluster's mean direction (1 = at the center)."""
+    cluster's mean direction (1 = at the center; `centers`: cluster_directions, by default of these rows)."""
     features = l2_normalize(features)
-    centers = l2_normalize(cluster_sums(features, preds, num_clusters).astype(np.float32))
+    centers = cluster_directions(features, preds, num_clusters) if centers is None else centers
     return (features * centers[preds]).sum(1)
+
+
+def cluster_directions(features, preds, num_clusters):
+    """The centroids of spherical k-means for a clustering of L2-normalised rows: each cluster's
+    mean, L2-normalised (zeros for an empty cluster)."""
+    return l2_normalize(cluster_sums(features, preds, num_clusters).astype(np.float32))
+
+
+def nearest_direction(features, centers):
+    """Spherical k-means' assignment rule: each row's cluster is the centroid (`centers`, unit rows:
+    cluster_directions) of largest cosine; an empty cluster (a zero row) takes no row."""
+    cosine = l2_normalize(features) @ centers.T
+    cosine[:, ~centers.any(1)] = -np.inf
+    return cosine.argmax(1)
 
 
 def cluster_sums(features, preds, num_clusters):

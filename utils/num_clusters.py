@@ -65,10 +65,7 @@ def silhouette_curve(x, ks, device=None, sample=SAMPLE, seed=0):
 
 def estimate(run, args, device=None):
     """The K that `--num-clusters auto` stands for, computed once and cached; also its record."""
-
-    low, high = args.auto_range
-    if low > high:
-        raise StageError(f"--auto-range {low} {high}: MIN must not exceed MAX")
+    low, high = args.auto_range  # MIN <= MAX: checked when the arguments are parsed (utils.errors.parse_args)
     settings = argparse.Namespace(criterion="silhouette (cosine) of spherical k-means on the train image embeddings",
                                   low=low, high=high, sample=SAMPLE, **KMEANS)
     folder = os.path.join(run.layout.dataset, "num_clusters_auto")

@@ -7,7 +7,7 @@ import torch
 from tqdm import tqdm
 
 from utils.errors import StageError
-from utils.rows import CHUNK_MULTIPLE, as_rows, l2_normalize
+from utils.rows import CHUNK_MULTIPLE, as_rows, chunk_bounds, l2_normalize
 
 # The 7 prompt templates the authors ensemble (their spelling, "a origami" included).
 TEMPLATES = (
@@ -114,20 +114,30 @@ def top_nouns_per_center(assigned, confidence, num_centers, gamma):
     return keep, assigned[keep]
 
 
-def retrieval_weights(images, texts, tau, device="cpu", chunk=RETRIEVAL_CHUNK, desc="retrieving"):
-    """Yield (start, softmax_j(cos(v_i, t_j) / tau), normalised texts) chunk by chunk of images.
+def retrieval_weights(images, texts, tau, device="cpu", chunk=RETRIEVAL_CHUNK, desc="retrieving", read_rows=None):
+    """Yield (start, softmax_j(cos(v_i, t_j) / tau), normalised texts) chunk by chunk of `chunk` images.
 
-    images may be rows on disk (utils.rows.NpyRows): each chunk is read, then normalised."""
+    images may be rows on disk (utils.rows.NpyRows), read `read_rows` at a time (default: `chunk`;
+    a multiple of it, so that every chunk holds the same images whatever it is), each chunk then
+    normalised."""
     texts_t = torch.from_numpy(l2_normalize(texts)).to(device)
     rows = as_rows(images)
-    for start in tqdm(range(0, len(rows), chunk), desc=desc, unit="chunk", leave=False):
-        v = torch.from_numpy(l2_normalize(rows.read(start, start + chunk))).to(device)
-        yield start, torch.softmax(v @ texts_t.T / tau, dim=1), texts_t
+    read_rows = read_rows or chunk
+    if read_rows % chunk:
+        raise ValueError(f"rows read at a time ({read_rows}) must be a multiple of the retrieval chunk ({chunk})")
+    with tqdm(total=-(-len(rows) // chunk), desc=desc, unit="chunk", leave=False) as bar:
+        for first, last in chunk_bounds(len(rows), read_rows):
+            block = rows.read(first, last)
+            for start in range(0, len(block), chunk):
+                v = torch.from_numpy(l2_normalize(block[start:start + chunk])).to(device)
+                yield first + start, torch.softmax(v @ texts_t.T / tau, dim=1), texts_t
+                bar.update()
 
 
-def retrieved_chunks(images, texts, tau, device="cpu", chunk=RETRIEVAL_CHUNK):
-    """soft_retrieve's rows, a chunk of `chunk` images at a time (float32 arrays, in order)."""
-    for _, weights, texts_t in retrieval_weights(images, texts, tau, device, chunk):
+def retrieved_chunks(images, texts, tau, device="cpu", chunk=RETRIEVAL_CHUNK, read_rows=None):
+    """soft_retrieve's rows, a chunk of `chunk` images at a time (float32 arrays, in order); images
+    on disk are read `read_rows` at a time (retrieval_weights)."""
+    for _, weights, texts_t in retrieval_weights(images, texts, tau, device, chunk, read_rows=read_rows):
         yield torch.nn.functional.normalize(weights @ texts_t, dim=1).cpu().numpy()
 
 
