@@ -57,7 +57,7 @@ def test_split(args, run, num_rows):
     """The test images (PIL, for thumbnails) and their file paths where the dataset has files: for
     a dataset read from files, the files stage 1 recorded, row by row (image_files_test.csv),
     never a fresh listing of the folder."""
-    from utils.datasets import ImageFiles, load_split
+    from utils.datasets import ImageFiles, load_split, reads_files
 
     record_path = run.path("image_files", split="test")
     if os.path.exists(record_path):
@@ -66,6 +66,8 @@ def test_split(args, run, num_rows):
         if len(paths) != num_rows:
             raise StageError(f"{record_path} lists {len(paths)} files for {num_rows} test rows: re-run image_embedding.py")
         return ImageFiles(paths, np.full(len(paths), -1)), paths
+    if reads_files(args.dataset):
+        raise StageError(f"{record_path} is missing: re-run image_embedding.py, which records the file of each row")
     recorded = (read_sidecar(run.path("image_embedding", split="test")) or {}).get("args", {})
     root = args.root or recorded.get("root") or os.path.join(args.data_dir, "datasets")
     dataset = load_split(args.dataset, "test", root)
