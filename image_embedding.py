@@ -102,6 +102,8 @@ def main():
 
         encoded = shards.run(encode, f"{split} images", "image") if len(todo) else {}
         if not is_main():  # rank 0 writes the files
+            if record is not None:  # and holds these rows, which the test split reuses on every rank alike
+                previous.add(record, None)
             continue
         features, labels = _assemble(dataset, record, reused, todo, encoded, previous)
         if record is not None:
