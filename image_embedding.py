@@ -14,6 +14,7 @@ embeddings written here; the mean is recorded in both splits' sidecars (`image_m
 rows before centring are kept in encoded_{train,test}.npy for reuse.
 Under torchrun each rank encodes its share of the shards (utils/distributed.py) and rank 0 writes
 the same files as one process; an interrupted run resumes from the shards it finished.
+A webdataset is encoded a tar file at a time (a shard each), read streaming (utils/formats.py).
 """
 import os
 
@@ -22,7 +23,7 @@ import torch
 from torch.utils.data import Subset
 
 from utils.backbones import centre_on_train, embed_images, encoder_record, load_backbone
-from utils.cli import add_runtime_arg, base_parser
+from utils.cli import add_dataset_args, add_runtime_arg, base_parser
 from utils.datasets import (
     build_transform,
     class_names,
@@ -30,10 +31,13 @@ from utils.datasets import (
     image_file_record,
     load_split,
     reads_files,
+    select_rows,
+    work_units,
 )
 from utils.distributed import Shards, is_main, join, main_first, shard_key, shard_size
 from utils.encoded import RECORD_HEADER, EncodedRows, record_rows
 from utils.errors import StageError, add_number, parse_args, run_main
+from utils.formats import dataset_options
 from utils.paths import SPLITS
 from utils.reuse import row_key
 from utils.stage import start_stage
@@ -48,6 +52,7 @@ def build_parser():
     add_number(parser, "--shard-size", int, 8192, low=1,
                help="images per shard, the unit of work of a rank and of resuming (rounded up to a multiple of --batch-size)")
     add_runtime_arg(parser)
+    add_dataset_args(parser)
     return parser
 
 
@@ -77,7 +82,10 @@ def main():
     mean, done = None, []
     for split in SPLITS:  # train first: its mean centres both splits
         with main_first():
-            dataset = load_split(args.dataset, split, root, transform)
+            dataset = load_split(args.dataset, split, root, transform, dataset_options(args))
+        skipped = getattr(dataset, "skipped", 0)  # a webdataset's samples without an image
+        if is_main() and skipped:
+            print(f"{split}: {skipped} samples without an image ({args.image_key or 'jpg, jpeg, png, webp'}) left out")
         index = np.arange(len(dataset))
         if split == "train" and 0 < args.train_subset < len(dataset):
             index = np.sort(np.random.default_rng(args.seed).choice(len(dataset), args.train_subset, replace=False))
@@ -92,12 +100,13 @@ def main():
         if is_main() and reused.any():
             print(f"{split}: encoding {len(todo)} new or changed images, reusing the rows of {int(reused.sum())} unchanged ones")
         shards = Shards(os.path.join(out, "shards", f"image_embedding_{split}"), len(todo), shard_size(args.shard_size, args.batch_size),
-                        shard_key(run, encoder, split, index[todo], [record[i] for i in todo] if record is not None else []))
+                        shard_key(run, encoder, split, index[todo], [record[i] for i in todo] if record is not None else []),
+                        work_units(dataset, todo))
         done.append(shards)
 
         def encode(rows, bar):
             with torch.inference_mode():
-                features, labels = embed_images(backbone, Subset(dataset, todo[rows]), args.batch_size, workers, bar=bar)
+                features, labels = embed_images(backbone, select_rows(dataset, todo[rows]), args.batch_size, workers, bar=bar)
             return {"features": features, "labels": labels}
 
         encoded = shards.run(encode, f"{split} images", "image") if len(todo) else {}

@@ -1,0 +1,130 @@
+"""Datasets in other formats, end to end with the tiny CLIP:
+- a webdataset of 2 tar shards (200 generated images, `cls` labels) through run_pipeline.py --report:
+  every sample named `<shard>#<key>` in assignments.csv, thumbnails read from the shards; a touched
+  shard re-encodes its rows alone, to the same bytes; under torchrun --nproc_per_node 2 the bytes
+  of one process.
+"""
+import csv
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_script
+from test_distributed import assert_same_run, launch
+
+WORDS = ("red", "green", "blue", "crimson", "navy", "olive", "sky", "stone", "cloud", "frog")
+EPOCHS = 2
+
+
+def draw(rng, label):
+    """A noisy 40 px square of one colour, as tests/conftest.py's image_folder draws them."""
+    from PIL import Image
+
+    pixels = rng.integers(0, 60, size=(40, 40, 3))
+    pixels[8:32, 8:32, label] += 180
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def png(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory, tiny_clip):
+    """One --data-dir for every kind (the vocabulary is encoded once), the tiny CLIP, a tiny vocabulary."""
+    folder = tmp_path_factory.mktemp("formats")
+    vocabulary = folder / "nouns.csv"
+    vocabulary.write_text("word\n" + "\n".join(WORDS) + "\n")
+    return {"folder": folder, "data": folder / "data", "backbone": tiny_clip, "vocabulary": str(vocabulary)}
+
+
+def pipeline(setting, dataset, *more):
+    """run_pipeline.py --report on `dataset`; returns (its run folder, its stdout)."""
+    result = run_script("run_pipeline.py", "--data-dir", setting["data"], "--dataset", dataset, "--backbone", setting["backbone"],
+                        "--device", "cpu", "--nouns", setting["vocabulary"], "--templates", "a photo of a {}.", "--epochs", EPOCHS,
+                        "--report", *more)
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("report of the clusters"), result.stdout[-2000:]
+    return os.path.dirname(os.path.dirname(last.split(": ", 1)[1])), result.stdout
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_report(run, count):
+    """assignments.csv names every test sample once, and the report shows thumbnails of them."""
+    rows = read_rows(os.path.join(run, "assignments.csv"))
+    assert len(rows) == count and sorted(int(r["index"]) for r in rows) == list(range(count))
+    assert len({r["path"] for r in rows}) == count
+    thumbnails = os.listdir(os.path.join(run, "report", "thumbnails"))
+    html = open(os.path.join(run, "report", "index.html")).read()
+    assert thumbnails and all(f'src="thumbnails/{name}"' in html for name in thumbnails)
+    return rows, html
+
+
+# ---- webdataset ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shards(setting):
+    """2 tar shards of 100 samples each (a PNG and its `cls`), and one sample without an image."""
+    import webdataset as wds
+
+    rng = np.random.default_rng(0)
+    folder = setting["folder"] / "shards"
+    folder.mkdir()
+    for shard in range(2):
+        with wds.TarWriter(str(folder / f"train-{shard:05d}.tar")) as sink:
+            for i in range(100):
+                label = (shard * 100 + i) % 3
+                sink.write({"__key__": f"sample{shard * 100 + i:06d}", "png": png(draw(rng, label)), "cls": label})
+            if shard == 1:
+                sink.write({"__key__": "caption-only", "txt": "no image here"})
+    return str(folder / "train-{00000..00001}.tar")
+
+
+def test_webdataset_through_the_pipeline_with_a_report(setting, shards):
+    run, stdout = pipeline(setting, f"webdataset:{shards}")
+    assert "train: 1 samples without an image (jpg, jpeg, png, webp) left out" in stdout
+    rows, html = check_report(run, 200)
+    folder = os.path.dirname(shards)
+    assert [r["path"] for r in sorted(rows, key=lambda r: int(r["index"]))] == [
+        os.path.join(folder, f"train-{i // 100:05d}.tar#sample{i:06d}") for i in range(200)]
+    assert [r["label"] for r in sorted(rows, key=lambda r: int(r["index"]))] == [str(i % 3) for i in range(200)]
+    assert "file://" not in html  # samples in a shard are not files to link to
+    stage1 = setting["data"] / "webdataset-shards" / "tiny-clip"
+    source = json.loads((stage1 / "image_embedding_test.npy.meta.json").read_text())["sources"][0]
+    assert source["kind"] == "files" and source["files"] == 2
+
+    # a touched shard: its rows are encoded again (to the same bytes), the other shard's are reused
+    before = (stage1 / "image_embedding_train.npy").read_bytes()
+    os.utime(os.path.join(folder, "train-00001.tar"))
+    again = run_script("image_embedding.py", "--data-dir", setting["data"], "--dataset", f"webdataset:{shards}",
+                       "--backbone", setting["backbone"], "--device", "cpu")
+    assert "train: encoding 100 new or changed images, reusing the rows of 100 unchanged ones" in again.stdout
+    assert (stage1 / "image_embedding_train.npy").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_webdataset_under_torchrun_is_the_bytes_of_one_process(tmp_path, setting, shards, one_thread):
+    """Each of 2 processes reads one whole tar shard; rank 0 writes what one process writes."""
+    def argv(name):
+        return ["--data-dir", tmp_path / name / "data", "--dataset", f"webdataset:{shards}", "--backbone", setting["backbone"],
+                "--device", "cpu", "--batch-size", 16, "--runtime", "torch"]  # no ONNX export in each process
+
+    run_script("image_embedding.py", *argv("one_process"))
+    result = launch("image_embedding.py", *argv("torchrun"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(tmp_path / "one_process" / "data", tmp_path / "torchrun" / "data")
