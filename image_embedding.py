@@ -14,7 +14,8 @@ embeddings written here; the mean is recorded in both splits' sidecars (`image_m
 rows before centring are kept in encoded_{train,test}.npy for reuse.
 Under torchrun each rank encodes its share of the shards (utils/distributed.py) and rank 0 writes
 the same files as one process; an interrupted run resumes from the shards it finished.
-A webdataset is encoded a tar file at a time (a shard each), read streaming (utils/formats.py).
+A webdataset is encoded a tar file at a time (a shard each), read streaming; a Hugging Face
+dataset a row at a time (utils/formats.py).
 """
 import os
 

@@ -8,8 +8,8 @@ same weights that build the text counterparts. Deterministic for given predictio
 Writes, under data/<ds>/<bb>/ (or its runs/RUN/ with --run):
   cluster_names.csv   cluster, images, rank, name, mass (the top --top names of every cluster)
   assignments.csv     index (row in the test split), path (the image's file, `<shard>#<key>` of a
-                      webdataset), cluster, name, confidence (head: its probability; k-means:
-                      cosine to the cluster's mean), label
+                      webdataset, `<split>/<row>` of a Hugging Face dataset), cluster, name,
+                      confidence (head: its probability; k-means: cosine to the cluster's mean), label
   report/index.html   opens from disk in a browser, nothing fetched: the clusters by size with their
                       names; per cluster its names, size, its --thumbnails most and least confident
                       images (small copies in report/thumbnails/, linked to the originals where
@@ -70,7 +70,7 @@ def recorded_paths(run, num_rows):
 
 def test_split(args, run, names, paths):
     """The test images (PIL, for thumbnails), row by row as stage 1 recorded them: image files
-    opened by their path; a webdataset's samples through the dataset,
+    opened by their path; a webdataset's or Hugging Face dataset's samples through the dataset,
     read as stage 1 read it (its recorded arguments), which must list the same samples. Returns
     (the dataset, each row's path where the dataset has files)."""
     from utils.datasets import ImageFiles, load_split, rows_are_files

@@ -109,7 +109,7 @@ def run_embeddings(args):
     encoder = ["--runtime", args.runtime]
     run_stage("image_embedding.py", common_argv(args) + encoder + ["--seed", args.subset_seed] + option("--root", args.root)
               + option("--train-subset", args.train_subset) + option("--image-key", args.image_key)
-              + option("--label-key", args.label_key))
+              + option("--label-key", args.label_key) + option("--splits", args.splits))
     run_stage("text_embedding.py", common_argv(args) + encoder + ["--seed", 0] + option("--nouns", args.nouns)
               + option("--templates", args.templates))
 

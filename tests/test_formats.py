@@ -2,7 +2,9 @@
 - a webdataset of 2 tar shards (200 generated images, `cls` labels) through run_pipeline.py --report:
   every sample named `<shard>#<key>` in assignments.csv, thumbnails read from the shards; a touched
   shard re-encodes its rows alone, to the same bytes; under torchrun --nproc_per_node 2 the bytes
-  of one process.
+  of one process;
+- a Hugging Face dataset saved with save_to_disk through run_pipeline.py --report; a hub name fails
+  offline with one line, as do a missing column and an unknown split.
 """
 import csv
 import io
@@ -15,6 +17,9 @@ import torch
 from conftest import run_script
 from test_distributed import assert_same_run, launch
 
+from utils.errors import StageError
+
+COLORS = ("red", "green", "blue")
 WORDS = ("red", "green", "blue", "crimson", "navy", "olive", "sky", "stone", "cloud", "frog")
 EPOCHS = 2
 
@@ -128,3 +133,47 @@ def test_webdataset_under_torchrun_is_the_bytes_of_one_process(tmp_path, setting
     result = launch("image_embedding.py", *argv("torchrun"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_run(tmp_path / "one_process" / "data", tmp_path / "torchrun" / "data")
+
+
+# ---- Hugging Face datasets ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hf_dataset(setting):
+    """A DatasetDict (train 90, test 45 images; ClassLabel labels) saved with save_to_disk."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    rng = np.random.default_rng(1)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(COLORS))})
+
+    def split(count):
+        return datasets.Dataset.from_dict({"image": [draw(rng, i % 3) for i in range(count)], "label": [i % 3 for i in range(count)]},
+                                          features=features)
+
+    path = setting["folder"] / "hf-saved"
+    datasets.DatasetDict({"train": split(90), "test": split(45)}).save_to_disk(str(path))
+    return str(path)
+
+
+def test_hf_dataset_through_the_pipeline_with_a_report(setting, hf_dataset):
+    run, stdout = pipeline(setting, f"hf:{hf_dataset}")
+    assert "| TAC (cluster heads) |" in stdout
+    rows, _ = check_report(run, 45)
+    assert {r["path"]: r["label"] for r in rows} == {f"test/{i}": COLORS[i % 3] for i in range(45)}
+
+
+def test_hf_errors_are_one_line(setting, hf_dataset, monkeypatch):
+    import datasets
+    import huggingface_hub.constants
+
+    from utils.datasets import load_split
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # as on a machine without network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    cache = str(setting["folder"] / "hf-cache")
+    with pytest.raises(StageError, match=r"could not load hf:someone/no-such-dataset .*connect to the network") as error:
+        load_split("hf:someone/no-such-dataset", "train", cache)
+    assert "\n" not in str(error.value)
+    with pytest.raises(StageError, match=r"has no column 'class' \(--label-key\); its columns: image, label"):
+        load_split(f"hf:{hf_dataset}", "train", cache, options={"label_key": "class"})
+    with pytest.raises(StageError, match=r"has no split 'val' \(--splits\): it has train, test"):
+        load_split(f"hf:{hf_dataset}", "train", cache, options={"splits": ["train", "val"]})

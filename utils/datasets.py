@@ -1,5 +1,5 @@
-"""Datasets: the eight of the paper, Fashion-MNIST, and for your own images `folder:<path>` and
-`webdataset:<shards>` (utils/formats.py).
+"""Datasets: the eight of the paper, Fashion-MNIST, and for your own images `folder:<path>`,
+`webdataset:<shards>` and `hf:<dataset>` (utils/formats.py).
 
 `load_split(name, split, root, transform, options)` returns a dataset of (image tensor, label) with
 label -1 where there are none. torchvision downloads what it can for users who are online;
@@ -16,7 +16,7 @@ from torchvision import transforms
 
 from utils.errors import StageError
 from utils.files import IMAGE_EXTENSIONS, file_record, folder_source, list_images
-from utils.formats import webdataset_split
+from utils.formats import hf_split, webdataset_split
 
 # Class lists of the Contrastive Clustering subsets of ImageNet (WordNet ids).
 IMAGENET10_WNIDS = (
@@ -39,7 +39,7 @@ CIFAR100_COARSE = (
 IMAGENET_FAMILY = ("imagenet10", "imagenet-dogs", "imagenet")
 DATASETS = ("stl10", "cifar10", "cifar20", "imagenet10", "imagenet-dogs", "dtd", "ucf101", "imagenet", "fashion-mnist")
 FOLDER_DATASETS = ("imagenet10", "imagenet-dogs", "imagenet", "ucf101")  # read from class folders under --root
-KINDS = ("folder:", "webdataset:")  # --dataset <kind><path>: your own images
+KINDS = ("folder:", "webdataset:", "hf:")  # --dataset <kind><path>: your own images
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
@@ -146,6 +146,8 @@ def load_split(name, split, root, transform=None, options=None):
     train = split == "train"
     if name.startswith("webdataset:"):
         return webdataset_split(name[len("webdataset:"):], split, transform, options)
+    if name.startswith("hf:"):
+        return hf_split(name[len("hf:"):], split, root, transform, options)
     if name.startswith("folder:"):
         folder = name[len("folder:"):]
         sub = os.path.join(folder, split)
@@ -177,7 +179,7 @@ def load_split(name, split, root, transform=None, options=None):
 
 
 def reads_files(name):
-    """Whether stage 1 records each row of dataset `name` (its file or shard sample) in
+    """Whether stage 1 records each row of dataset `name` (its file, shard sample or dataset row) in
     image_files_<split>.csv, and the files it is read from in its sidecar."""
     return name.startswith(KINDS) or name in FOLDER_DATASETS
 
@@ -188,7 +190,7 @@ def rows_are_files(name):
 
 
 def folder_rows(dataset):
-    """For a dataset whose rows stage 1 records (ImageFiles, utils.formats' ShardSamples, or a Subset of
+    """For a dataset whose rows stage 1 records (ImageFiles, utils.formats' datasets, or a Subset of
     one): (that dataset, each row's position in it); None for the torchvision datasets."""
     from torch.utils.data import Subset
 
@@ -203,7 +205,7 @@ def folder_rows(dataset):
 
 def image_file_record(dataset):
     """[(path relative to the dataset's root, size, modification time)] of each row of a dataset
-    read from files (for a webdataset: utils/formats.py); None for the
+    read from files (for a webdataset or a Hugging Face dataset: utils/formats.py); None for the
     torchvision datasets (their files are not per image)."""
     found = folder_rows(dataset)
     if found is None:

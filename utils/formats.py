@@ -1,5 +1,5 @@
 """Datasets read from other formats than image files: `webdataset:<shards>` (tar shards, read
-streaming with the webdataset package).
+streaming with the webdataset package) and `hf:<path or hub name>` (the datasets library).
 
 Each is a torch Dataset of (image, label) with what stage 1 records of it: `root`, `source` (the
 files it is read from: utils.files.files_source, so that a changed shard or data file makes stage 1
@@ -7,6 +7,7 @@ stale), `labels`, `classes` and `record_entries(rows)`, each row's (name, size, 
 image_files_<split>.csv:
   webdataset  `<shard relative to root>#<key>`, the image's size in the shard, the shard's mtime
               (a rewritten shard re-encodes its rows; rows of the other shards are reused)
+  hf          `<split>/<row>`, the image's size, the newest mtime of the dataset's files
 A webdataset is listed first by its tar headers (each sample's key, image member and label; the
 image data is skipped), then encoded a tar file at a time, streaming (`streamed`, `work_units`):
 under torchrun each process reads whole tar files. `dataset[i]` reads one sample directly (the
@@ -26,6 +27,7 @@ from utils.files import files_source, list_files
 WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 WDS_LABEL_KEY = "cls"
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+HF_LABEL_COLUMN = "label"
 
 
 def dataset_options(args):
@@ -42,6 +44,21 @@ def _decode(data, where, transform):
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise StageError(f"cannot read image {where} ({error.__class__.__name__}): remove or fix that sample") from error
     return transform(image) if transform else image
+
+
+def class_ids(values, classes=None):
+    """Labels from a column's values: integers as they are; text as its position in `classes`
+    (sorted distinct values, from every split); missing values -1. Returns (labels, classes)."""
+    present = [v for v in values if v is not None and v == v and str(v) != ""]
+    try:
+        numbers = [int(v) for v in present]
+        if all(float(v) == n for v, n in zip(present, numbers)):
+            return np.array([-1 if v is None or v != v or str(v) == "" else int(v) for v in values], dtype=np.int64), None
+    except (TypeError, ValueError):
+        pass
+    classes = classes or sorted({str(v) for v in present})
+    position = {name: i for i, name in enumerate(classes)}
+    return np.array([position.get(str(v), -1) if v is not None and v == v else -1 for v in values], dtype=np.int64), classes
 
 
 # ---- webdataset ---------------------------------------------------------------------------------
@@ -227,3 +244,132 @@ class _Streamed(IterableDataset):
                 raise StageError(f"cannot read the webdataset shard {path} ({str(error).splitlines()[0][:200]}): fix or remove it") from error
             if done < len(rows):
                 raise StageError(f"{path} changed while it was read ({samples.keys[rows[done]]} is gone): run image_embedding.py again")
+
+
+# ---- Hugging Face datasets ----------------------------------------------------------------------
+def _load_hf(location, root):
+    """(the dataset or dataset dict, the listing of its files, the root of its rows' names)."""
+    try:
+        import datasets
+    except ImportError as error:
+        raise StageError("hf:<dataset> needs the datasets package: pip install -r requirements.txt") from error
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    path = os.path.abspath(os.path.expanduser(location))
+    cache = os.path.join(root, "huggingface") if root else None
+    try:
+        if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in ("dataset_dict.json", "state.json")):
+            return datasets.load_from_disk(path), {"folder": path, "suffixes": None, "recursive": True}
+        if os.path.isfile(path):
+            if not path.endswith(".parquet"):
+                raise StageError(f"hf:{location} is a file but not a .parquet file: pass a parquet file, or a folder")
+            return datasets.load_dataset("parquet", data_files={"train": path}, cache_dir=cache), {"paths": [path]}
+        if os.path.isdir(path):
+            return datasets.load_dataset(path, cache_dir=cache), {"folder": path, "suffixes": None, "recursive": True}
+        if location.startswith((".", "/", "~")) or location.count("/") > 1:
+            raise StageError(f"hf:{location} does not exist: pass a folder saved with save_to_disk, parquet files or an image folder")
+        found = datasets.load_dataset(location, cache_dir=cache)
+        files = [f["filename"] for part in found.cache_files.values() for f in part]
+        return found, {"paths": sorted(files)}
+    except StageError:
+        raise
+    except Exception as error:  # the datasets library raises many kinds; none is the user's to read as a traceback
+        message = str(error).strip().splitlines()[0][:200] if str(error).strip() else error.__class__.__name__
+        raise StageError(f"could not load hf:{location} with the datasets library ({message}): pass a local folder saved with "
+                         "save_to_disk, parquet files or an image folder, or connect to the network for a hub dataset") from error
+
+
+def _hf_splits(found, location, splits):
+    """{our split: (its name, the datasets.Dataset)}: --splits, else train and test (or validation)."""
+    import datasets
+
+    if isinstance(found, datasets.Dataset):
+        if splits:
+            raise StageError(f"hf:{location} holds one dataset, not splits: drop --splits (both splits are its rows)")
+        name = str(found.split) if found.split is not None else "train"
+        return {"train": (name, found), "test": (name, found)}
+    names = list(found)
+    if splits:
+        unknown = [s for s in splits if s not in found]
+        if unknown:
+            raise StageError(f"hf:{location} has no split {unknown[0]!r} (--splits): it has {', '.join(names)}")
+        train, test = splits
+    else:
+        train = "train" if "train" in found else names[0]
+        test = next((s for s in ("test", "validation") if s in found), train)
+    return {"train": (train, found[train]), "test": (test, found[test])}
+
+
+def hf_split(location, split, root, transform=None, options=None):
+    import datasets
+
+    options = options or {}
+    found, listing = _load_hf(location, root)
+    parts = _hf_splits(found, location, options.get("splits"))
+    name, table = parts[split]
+    columns = list(table.features)
+    image_column = options.get("image_key") or next((c for c in columns if isinstance(table.features[c], datasets.Image)), None)
+    if image_column is None or image_column not in columns or not isinstance(table.features[image_column], datasets.Image):
+        what = f"column {image_column!r} is not an image column" if image_column else "no image column"
+        raise StageError(f"hf:{location}: {what} (its columns: {', '.join(columns)}): pass --image-key naming its image column")
+    label_column = options.get("label_key") or HF_LABEL_COLUMN
+    labels, classes = np.full(len(table), -1, dtype=np.int64), None
+    if label_column in columns:
+        feature = table.features[label_column]
+        if isinstance(feature, datasets.ClassLabel):
+            labels, classes = np.array(table[label_column], dtype=np.int64), list(feature.names)
+        else:
+            both = [list(t[label_column]) for _, t in parts.values()]
+            _, classes = class_ids(both[0] + both[1])
+            labels, classes = class_ids(list(table[label_column]), classes)
+    elif options.get("label_key"):
+        raise StageError(f"hf:{location} has no column {label_column!r} (--label-key); its columns: {', '.join(columns)}")
+    paths = list_files(listing)
+    newest = max((os.stat(p).st_mtime_ns for p in paths), default=0)
+    source = files_source(os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else "/", listing, f"the files of hf:{location}")
+    sizes = _image_sizes(table, image_column)
+    entries = [(f"{name}/{i}", int(sizes[i]), newest) for i in range(len(table))]
+    return HFRows(table, image_column, labels, entries, source, transform, classes)
+
+
+def _image_sizes(table, column):
+    """Each row's image size in bytes, read from the arrow table without decoding (its file's size
+    where the dataset holds a path; -1 where neither is there)."""
+    import datasets
+    import pyarrow.compute as pc
+
+    plain = table.cast_column(column, datasets.Image(decode=False)).select_columns([column]).with_format("arrow")
+    sizes = []
+    for batch in plain.iter(batch_size=65536):
+        values = batch.column(column)
+        length = pc.binary_length(pc.struct_field(values, "bytes")).to_numpy(zero_copy_only=False)
+        paths = pc.struct_field(values, "path").to_pylist()
+        for n, path in zip(length, paths):
+            sizes.append(int(n) if n == n and n is not None else (os.path.getsize(path) if path and os.path.isfile(path) else -1))
+    return sizes
+
+
+class HFRows(Dataset):
+    """The rows of one split of a Hugging Face dataset, images decoded by the datasets library."""
+
+    root = ""
+
+    def __init__(self, table, column, labels, entries, source, transform=None, classes=None):
+        self.table, self.column = table.select_columns([column]), column
+        self.labels, self.entries, self.source, self.transform, self.classes = labels, entries, source, transform, classes
+
+    def __len__(self):
+        return len(self.entries)
+
+    def __getitem__(self, i):
+        try:
+            image = self.table[int(i)][self.column]
+            if image is None:
+                raise ValueError("no image")
+            image = image.convert("RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise StageError(f"cannot read the image of row {self.entries[i][0]} ({error}): fix or drop that row") from error
+        return (self.transform(image) if self.transform else image), int(self.labels[i])
+
+    def record_entries(self, rows):
+        return [self.entries[i] for i in rows]

@@ -59,7 +59,7 @@ class ClusterReport:
 
     def __init__(self, title, preds, confidence, index, ranked, sizes, paths=None, labels=None, class_names=None,
                  majority=None, relations=None, match=None, shown=8, links=True):
-        """`paths` name each image (a file, or a sample of a webdataset);
+        """`paths` name each image (a file, or a sample of a webdataset or Hugging Face dataset);
         `links`: they are files, which the report links to."""
         self.title, self.preds, self.confidence, self.index = title, preds, confidence, index
         self.ranked, self.sizes, self.paths, self.links = ranked, sizes, paths, bool(paths) and links
