@@ -15,7 +15,9 @@ rows before centring are kept in encoded_{train,test}.npy for reuse.
 Under torchrun each rank encodes its share of the shards (utils/distributed.py) and rank 0 writes
 the same files as one process; an interrupted run resumes from the shards it finished.
 A webdataset is encoded a tar file at a time (a shard each), read streaming; a Hugging Face
-dataset a row at a time (utils/formats.py).
+dataset a row at a time (utils/formats.py). --dataset embeddings:<folder> imports embeddings made
+elsewhere instead of encoding (utils/imported.py): rank 0 checks their width against the
+backbone's and writes the same files, with the imported files and their hashes as the sources.
 """
 import os
 
@@ -38,7 +40,7 @@ from utils.datasets import (
 from utils.distributed import Shards, is_main, join, main_first, shard_key, shard_size
 from utils.encoded import RECORD_HEADER, EncodedRows, record_rows
 from utils.errors import StageError, add_number, parse_args, run_main
-from utils.formats import dataset_options
+from utils.formats import class_ids, dataset_options
 from utils.paths import SPLITS
 from utils.reuse import row_key
 from utils.stage import start_stage
@@ -71,6 +73,10 @@ def main():
     root = args.root or os.path.join(args.data_dir, "datasets")
     workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
 
+    if args.dataset.startswith("embeddings:"):
+        if is_main():
+            import_embeddings(run, args, device)
+        return
     with main_first():  # a download or a fitted map, made once
         backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
     encoder = encoder_record(backbone, device, "image", args.batch_size)
@@ -139,6 +145,48 @@ def main():
     if is_main():
         for shards in done:  # kept until both splits are written, so a run stopped in between resumes
             shards.remove()
+
+
+def import_embeddings(run, args, device):
+    """Stage 1's files from embeddings made elsewhere (utils/imported.py), checked against the
+    backbone's width; rows as they are (float32), centred for a backbone that needs it."""
+    from utils.imported import Imported, imported_folders
+
+    if args.train_subset:
+        raise StageError("--train-subset does not apply to embeddings:<folder>: import the subset's embeddings instead")
+    spec = args.dataset[len("embeddings:"):]
+    folders = imported_folders(spec)
+    found = {}
+    for split, folder in folders.items():
+        found[split] = found.get("train") if folder == folders["train"] and split != "train" else Imported(folder, args.label_key)
+    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime="torch")
+    for imported in found.values():
+        if imported.width != backbone.width:
+            raise StageError(f"{args.dataset} holds {imported.width}-wide embeddings but the text side of {args.backbone} is "
+                             f"{backbone.width} wide: pass the --backbone the embeddings were made with")
+    classes = None
+    if all(i.labels is not None for i in found.values()):
+        classes = class_ids(found["train"].labels + (found["test"].labels if found["test"] is not found["train"] else []))[1]
+    mean = None
+    for split in SPLITS:
+        imported = found[split]
+        labels = class_ids(imported.labels, classes)[0] if imported.labels is not None else np.full(len(imported), -1, dtype=np.int64)
+        extra = {"imported": {"folder": imported.folder, "files": [os.path.relpath(f, imported.folder) for f in imported.files],
+                              "dtypes": imported.dtypes}}
+        run.sources = [imported.source]  # the imported files (with their sha256) are this output's input
+        run.save_csv(run.path("image_files", split=split), RECORD_HEADER, [[i, p, -1, -1] for i, p in enumerate(imported.paths)], {"root": ""})
+        path, shape = run.path("image_embedding", split=split), (len(imported), imported.width)
+        if getattr(backbone, "centre_on_train", False):
+            features, mean = centre_on_train(backbone, imported.read(), split, mean)
+            run.save_array(path, features, {**extra, "centred_on": "the mean of the train embeddings", "image_mean": mean.tolist()})
+        else:
+            run.save_array_chunks(path, shape, np.float32, imported.chunks(), extra)
+        run.sources = []
+        run.save_array(run.path("labels", split=split), labels)
+        run.save_array(run.path("image_index", split=split), np.arange(len(imported), dtype=np.int64))
+        if split == "test" and classes:
+            run.save_csv(run.path("class_names"), ["label", "name"], list(enumerate(classes)))
+        print(f"{split}: {shape[0]} imported embeddings x {shape[1]} dims ({', '.join(imported.dtypes)}) from {imported.folder} -> {run.layout.dataset}")
 
 
 def _assemble(dataset, record, reused, todo, encoded, previous):

@@ -8,8 +8,9 @@ same weights that build the text counterparts. Deterministic for given predictio
 Writes, under data/<ds>/<bb>/ (or its runs/RUN/ with --run):
   cluster_names.csv   cluster, images, rank, name, mass (the top --top names of every cluster)
   assignments.csv     index (row in the test split), path (the image's file, `<shard>#<key>` of a
-                      webdataset, `<split>/<row>` of a Hugging Face dataset), cluster, name,
-                      confidence (head: its probability; k-means: cosine to the cluster's mean), label
+                      webdataset, `<split>/<row>` of a Hugging Face dataset, the image_path of
+                      imported embeddings), cluster, name, confidence (head: its probability;
+                      k-means: cosine to the cluster's mean), label
   report/index.html   opens from disk in a browser, nothing fetched: the clusters by size with their
                       names; per cluster its names, size, its --thumbnails most and least confident
                       images (small copies in report/thumbnails/, linked to the originals where
@@ -115,7 +116,7 @@ def main():
     names, paths = recorded_paths(run, len(images))
     try:
         dataset, paths = test_split(args, run, names, paths)
-    except StageError as error:  # e.g. embeddings placed by hand: names and assignments, no thumbnails
+    except StageError as error:  # e.g. embeddings placed by hand or imported: names and assignments, no thumbnails
         print(f"note: no thumbnails, the images cannot be read ({error})")
         dataset = None
     if dataset is not None and len(dataset) <= index.max():

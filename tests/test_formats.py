@@ -4,24 +4,32 @@
   shard re-encodes its rows alone, to the same bytes; under torchrun --nproc_per_node 2 the bytes
   of one process;
 - a Hugging Face dataset saved with save_to_disk through run_pipeline.py --report; a hub name fails
-  offline with one line, as do a missing column and an unknown split.
+  offline with one line, as do a missing column and an unknown split;
+- embeddings that stage 1 wrote for a folder, exported in clip-retrieval's layout (two float32
+  files) and imported with --dataset embeddings:<folder>: stages 3-6 give the folder's predictions
+  byte for byte; a float16 copy runs; a width mismatch, rows that do not match the metadata and a
+  missing column are one line each; a touched file is not a change, a rewritten one is.
 """
 import csv
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from conftest import run_script
 from test_distributed import assert_same_run, launch
+from test_faults import fails
 
 from utils.errors import StageError
 
 COLORS = ("red", "green", "blue")
 WORDS = ("red", "green", "blue", "crimson", "navy", "olive", "sky", "stone", "cloud", "frog")
 EPOCHS = 2
+RUN = f"epochs{EPOCHS}-seed0"
+PREDICTIONS = ("image_kmeans_preds.npy", "concat_kmeans_preds.npy", "head_preds.npy")
 
 
 def draw(rng, label):
@@ -177,3 +185,106 @@ def test_hf_errors_are_one_line(setting, hf_dataset, monkeypatch):
         load_split(f"hf:{hf_dataset}", "train", cache, options={"label_key": "class"})
     with pytest.raises(StageError, match=r"has no split 'val' \(--splits\): it has train, test"):
         load_split(f"hf:{hf_dataset}", "train", cache, options={"splits": ["train", "val"]})
+
+
+# ---- embeddings made elsewhere ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def photos(setting):
+    """Class subfolders of 20 images each, no train/ and test/: both splits are the same images."""
+    rng = np.random.default_rng(2)
+    root = setting["folder"] / "photos"
+    for label, color in enumerate(COLORS):
+        (root / color).mkdir(parents=True)
+        for i in range(20):
+            draw(rng, label).save(root / color / f"{i:03d}.png")
+    return str(root)
+
+
+def export(stage1, target, dtype=np.float32, parts=2, moved=False):
+    """Stage 1's train embeddings of a folder in clip-retrieval's layout: img_emb/img_emb_<n>.npy and
+    metadata/metadata_<n>.parquet (image_path, label: the class name), in `parts` files; `moved`:
+    image paths of another machine (no file here)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    embeddings = np.load(stage1 / "image_embedding_train.npy")
+    meta = json.loads((stage1 / "image_files_train.csv.meta.json").read_text())
+    paths = [os.path.join("/elsewhere" if moved else meta["root"], r["path"]) for r in read_rows(stage1 / "image_files_train.csv")]
+    names = [r["name"] for r in read_rows(stage1 / "class_names.csv")]
+    labels = [names[i] for i in np.load(stage1 / "labels_train.npy")]
+    os.makedirs(target / "img_emb")
+    os.makedirs(target / "metadata")
+    for n, rows in enumerate(np.array_split(np.arange(len(embeddings)), parts)):
+        np.save(target / "img_emb" / f"img_emb_{n}.npy", embeddings[rows].astype(dtype))
+        pq.write_table(pa.table({"image_path": [paths[i] for i in rows], "label": [labels[i] for i in rows]}),
+                       target / "metadata" / f"metadata_{n}.parquet")
+    return embeddings
+
+
+def test_imported_embeddings_give_the_predictions_of_their_images(setting, photos):
+    folder_run, _ = pipeline(setting, f"folder:{photos}")
+    stage1 = setting["data"] / "folder-photos" / "tiny-clip"
+    exported = setting["folder"] / "emb32"
+    embeddings = export(stage1, exported)
+
+    run, _ = pipeline(setting, f"embeddings:{exported}")
+    imported = setting["data"] / "embeddings-emb32" / "tiny-clip"
+    for split in ("train", "test"):
+        assert (imported / f"image_embedding_{split}.npy").read_bytes() == (stage1 / f"image_embedding_{split}.npy").read_bytes()
+        assert np.array_equal(np.load(imported / f"labels_{split}.npy"), np.load(stage1 / f"labels_{split}.npy"))
+    for name in PREDICTIONS:
+        assert open(os.path.join(run, name), "rb").read() == open(os.path.join(folder_run, name), "rb").read(), name
+    rows, html = check_report(run, 60)
+    assert rows == read_rows(os.path.join(folder_run, "assignments.csv"))  # the same files, clusters, names and classes
+    placed = run_script("assign_images.py", "--data-dir", setting["data"], "--dataset", f"embeddings:{exported}", "--backbone",
+                        setting["backbone"], "--device", "cpu", "--run", RUN, "--images", photos)
+    assert "60 new images" in placed.stdout  # the run's own images, sorted again into the clusters the run gave them
+    given = {r["path"]: r["cluster"] for r in rows}
+    assert {r["path"]: r["cluster"] for r in read_rows(os.path.join(run, "assignments_new.csv"))} == given
+    source = json.loads((imported / "image_embedding_train.npy.meta.json").read_text())["sources"][0]
+    assert len(source["entries"]) == 4 and all(len(e[3]) == 64 for e in source["entries"])  # each file's sha256
+
+    # a file touched is not a change (its sha256 is the same); a file rewritten is
+    from utils.provenance import changed_input, read_sidecar
+
+    first = exported / "img_emb" / "img_emb_0.npy"
+    os.utime(first, ns=(1, 1))
+    path = str(imported / "image_embedding_train.npy")
+    assert changed_input(path, read_sidecar(path)) is None
+    array = np.load(first)
+    np.save(first, array[::-1].copy())
+    assert "the embeddings in" in changed_input(path, read_sidecar(path))
+    np.save(first, array)
+
+    half = setting["folder"] / "emb16"  # float16, with the image paths of another machine: a report without thumbnails
+    export(stage1, half, np.float16, parts=3, moved=True)
+    run, stdout = pipeline(setting, f"embeddings:{half}")
+    assert "note: no thumbnails, the images cannot be read (60 of the 60 recorded images are not files here" in stdout
+    assert {r["path"] for r in read_rows(os.path.join(run, "assignments.csv"))} == {
+        os.path.join("/elsewhere", os.path.relpath(r["path"], photos)) for r in rows}
+    assert not os.path.exists(os.path.join(run, "report", "thumbnails"))
+    assert np.array_equal(np.load(setting["data"] / "embeddings-emb16" / "tiny-clip" / "image_embedding_test.npy"),
+                          embeddings.astype(np.float16).astype(np.float32))
+
+
+def test_imported_embeddings_that_do_not_fit_are_one_line(setting, tmp_path):
+    def layout(name, width=32, rows=(10, 10), meta_rows=(10, 10), columns=("image_path", "label")):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        folder = tmp_path / name
+        os.makedirs(folder / "img_emb")
+        os.makedirs(folder / "metadata")
+        for n, (count, listed) in enumerate(zip(rows, meta_rows)):
+            np.save(folder / "img_emb" / f"img_emb_{n}.npy", np.ones((count, width), dtype=np.float16))
+            pq.write_table(pa.table({c: [f"{c}{i}" for i in range(listed)] for c in columns}), folder / "metadata" / f"metadata_{n}.parquet")
+        return ["--data-dir", tmp_path / "data", "--dataset", f"embeddings:{folder}", "--backbone", setting["backbone"], "--device", "cpu"]
+
+    line = fails("image_embedding.py", *layout("wide", width=48), match="holds 48-wide embeddings but the text side of")
+    assert "is 32 wide: pass the --backbone the embeddings were made with" in line
+    fails("image_embedding.py", *layout("short", meta_rows=(10, 9)), match="img_emb_1.npy has 10 rows but")
+    unnamed = layout("unnamed", columns=("url", "label"))
+    fails("image_embedding.py", *unnamed, match="has no image_path or path column")
+    fails("image_embedding.py", *layout("labels"), "--label-key", "class", match="has no column 'class' (--label-key)")
+    os.remove(tmp_path / "unnamed" / "metadata" / "metadata_0.parquet")
+    fails("image_embedding.py", *unnamed, match="img_emb_0.npy has no metadata/metadata_0.parquet beside it")

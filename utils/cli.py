@@ -17,7 +17,7 @@ def base_parser(description, runs=False):
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default="./data", help="where every stage reads and writes its files")
     parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar20, stl10, imagenet10, imagenet-dogs, dtd, ucf101, imagenet, fashion-mnist, "
-                                                             "folder:<path>, webdataset:<shards> or hf:<dataset>")
+                                                             "folder:<path>, webdataset:<shards>, hf:<dataset> or embeddings:<folder>")
     parser.add_argument("--backbone", default="ViT-B/32", help="a clip.load name, a CLIP checkpoint path, or an offline backbone name")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when a GPU is visible")
     add_number(parser, "--seed", int, 0, low=0, high=SEED_MAX, help="seeds head training and random draws (not the k-means: --kmeans-seed)")
@@ -36,12 +36,12 @@ def add_runtime_arg(parser):
 
 
 def add_dataset_args(parser):
-    """How stage 1 reads webdataset: and hf: datasets (README, Datasets)."""
+    """How stage 1 reads webdataset:, hf: and embeddings: datasets (README, Datasets)."""
     parser.add_argument("--image-key", default=None,
                         help="webdataset: the images' extension (default: the first of jpg, jpeg, png, webp); hf: the image column "
                              "(default: the dataset's Image column)")
     parser.add_argument("--label-key", default=None,
-                        help="webdataset: the labels' extension (default: cls, where present); hf: the label column "
+                        help="webdataset: the labels' extension (default: cls, where present); hf: and embeddings: the label column "
                              "(default: label, where present)")
     parser.add_argument("--splits", nargs=2, default=None, metavar=("TRAIN", "TEST"),
                         help="hf: the dataset's splits read as train and test (default: train, and test or validation, else train)")

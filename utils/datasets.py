@@ -1,5 +1,6 @@
 """Datasets: the eight of the paper, Fashion-MNIST, and for your own images `folder:<path>`,
-`webdataset:<shards>` and `hf:<dataset>` (utils/formats.py).
+`webdataset:<shards>` and `hf:<dataset>` (utils/formats.py); `embeddings:<folder>` holds no images
+but embeddings that stage 1 imports (utils/imported.py).
 
 `load_split(name, split, root, transform, options)` returns a dataset of (image tensor, label) with
 label -1 where there are none. torchvision downloads what it can for users who are online;
@@ -39,7 +40,7 @@ CIFAR100_COARSE = (
 IMAGENET_FAMILY = ("imagenet10", "imagenet-dogs", "imagenet")
 DATASETS = ("stl10", "cifar10", "cifar20", "imagenet10", "imagenet-dogs", "dtd", "ucf101", "imagenet", "fashion-mnist")
 FOLDER_DATASETS = ("imagenet10", "imagenet-dogs", "imagenet", "ucf101")  # read from class folders under --root
-KINDS = ("folder:", "webdataset:", "hf:")  # --dataset <kind><path>: your own images
+KINDS = ("folder:", "webdataset:", "hf:", "embeddings:")  # --dataset <kind><path>: your own images (or embeddings)
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
@@ -148,6 +149,8 @@ def load_split(name, split, root, transform=None, options=None):
         return webdataset_split(name[len("webdataset:"):], split, transform, options)
     if name.startswith("hf:"):
         return hf_split(name[len("hf:"):], split, root, transform, options)
+    if name.startswith("embeddings:"):
+        raise StageError(f"{name} holds embeddings, not images: image_embedding.py imports them (no images to read here)")
     if name.startswith("folder:"):
         folder = name[len("folder:"):]
         sub = os.path.join(folder, split)
@@ -186,7 +189,7 @@ def reads_files(name):
 
 def rows_are_files(name):
     """Whether the rows stage 1 records of dataset `name` are image files (opened by their path)."""
-    return name.startswith("folder:") or name in FOLDER_DATASETS
+    return name.startswith(("folder:", "embeddings:")) or name in FOLDER_DATASETS
 
 
 def folder_rows(dataset):

@@ -62,7 +62,7 @@ def backbone_tag(name):
     return name.replace("/", "-")
 
 
-KIND_PREFIXES = ("webdataset", "hf")
+KIND_PREFIXES = ("webdataset", "hf", "embeddings")
 
 
 def dataset_tag(dataset):
@@ -85,7 +85,7 @@ def dataset_tag(dataset):
         name = re.sub(r"[^A-Za-z0-9._+=-]", "-", os.path.basename(path)).strip(".") or "root"
         return f"{kind}-{name}"
     if not dataset or os.sep in dataset or dataset in (".", ".."):
-        raise StageError(f"dataset name {dataset!r} is not a plain name; use a known dataset or folder:<path> (or webdataset:, hf:)")
+        raise StageError(f"dataset name {dataset!r} is not a plain name; use a known dataset or folder:<path> (or webdataset:, hf:, embeddings:)")
     return dataset
 
 
