@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from test_distributed import assert_same_run, launch
 from test_faults import fails
 
 from utils.errors import StageError
+from utils.provenance import changed_input, read_sidecar
 
 COLORS = ("red", "green", "blue")
 WORDS = ("red", "green", "blue", "crimson", "navy", "olive", "sky", "stone", "cloud", "frog")
@@ -114,9 +114,11 @@ def test_webdataset_through_the_pipeline_with_a_report(setting, shards):
     source = json.loads((stage1 / "image_embedding_test.npy.meta.json").read_text())["sources"][0]
     assert source["kind"] == "files" and source["files"] == 2
 
-    # a touched shard: its rows are encoded again (to the same bytes), the other shard's are reused
+    # a touched shard makes stage 1 stale; its rows are encoded again (to the same bytes), the other shard's reused
     before = (stage1 / "image_embedding_train.npy").read_bytes()
     os.utime(os.path.join(folder, "train-00001.tar"))
+    path = str(stage1 / "image_embedding_train.npy")
+    assert changed_input(path, read_sidecar(path)) == f"the webdataset shards {shards} (2 files then, 2 now)"
     again = run_script("image_embedding.py", "--data-dir", setting["data"], "--dataset", f"webdataset:{shards}",
                        "--backbone", setting["backbone"], "--device", "cpu")
     assert "train: encoding 100 new or changed images, reusing the rows of 100 unchanged ones" in again.stdout
@@ -167,6 +169,10 @@ def test_hf_dataset_through_the_pipeline_with_a_report(setting, hf_dataset):
     assert "| TAC (cluster heads) |" in stdout
     rows, _ = check_report(run, 45)
     assert {r["path"]: r["label"] for r in rows} == {f"test/{i}": COLORS[i % 3] for i in range(45)}
+    path = str(setting["data"] / "hf-hf-saved" / "tiny-clip" / "image_embedding_test.npy")
+    assert changed_input(path, read_sidecar(path)) is None
+    os.utime(os.path.join(hf_dataset, "test", "state.json"))  # a file of the dataset rewritten: stage 1 is stale
+    assert changed_input(path, read_sidecar(path)).startswith(f"the files of hf:{hf_dataset}")
 
 
 def test_hf_errors_are_one_line(setting, hf_dataset, monkeypatch):
@@ -245,8 +251,6 @@ def test_imported_embeddings_give_the_predictions_of_their_images(setting, photo
     assert len(source["entries"]) == 4 and all(len(e[3]) == 64 for e in source["entries"])  # each file's sha256
 
     # a file touched is not a change (its sha256 is the same); a file rewritten is
-    from utils.provenance import changed_input, read_sidecar
-
     first = exported / "img_emb" / "img_emb_0.npy"
     os.utime(first, ns=(1, 1))
     path = str(imported / "image_embedding_train.npy")
