@@ -248,7 +248,8 @@ class _Streamed(IterableDataset):
 
 # ---- Hugging Face datasets ----------------------------------------------------------------------
 def _load_hf(location, root):
-    """(the dataset or dataset dict, the listing of its files, the root of its rows' names)."""
+    """(the dataset or dataset dict, the listing of the files it is read from); `root` holds the
+    datasets library's cache of what it converts (a parquet or image folder, a hub dataset)."""
     try:
         import datasets
     except ImportError as error:
