@@ -14,6 +14,10 @@ embeddings written here; the mean is recorded in both splits' sidecars (`image_m
 rows before centring are kept in encoded_{train,test}.npy for reuse.
 Under torchrun each rank encodes its share of the shards (utils/distributed.py) and rank 0 writes
 the same files as one process; an interrupted run resumes from the shards it finished.
+A webdataset is encoded a tar file at a time (a shard each), read streaming; a Hugging Face
+dataset a row at a time (utils/formats.py). --dataset embeddings:<folder> imports embeddings made
+elsewhere instead of encoding (utils/imported.py): rank 0 checks their width against the
+backbone's and writes the same files, with the imported files and their hashes as the sources.
 """
 import os
 
@@ -22,7 +26,7 @@ import torch
 from torch.utils.data import Subset
 
 from utils.backbones import centre_on_train, embed_images, encoder_record, load_backbone
-from utils.cli import add_runtime_arg, base_parser
+from utils.cli import add_dataset_args, add_runtime_arg, base_parser
 from utils.datasets import (
     build_transform,
     class_names,
@@ -30,10 +34,13 @@ from utils.datasets import (
     image_file_record,
     load_split,
     reads_files,
+    select_rows,
+    work_units,
 )
 from utils.distributed import Shards, is_main, join, main_first, shard_key, shard_size
 from utils.encoded import RECORD_HEADER, EncodedRows, record_rows
 from utils.errors import StageError, add_number, parse_args, run_main
+from utils.formats import class_ids, dataset_options
 from utils.paths import SPLITS
 from utils.reuse import row_key
 from utils.stage import start_stage
@@ -48,6 +55,7 @@ def build_parser():
     add_number(parser, "--shard-size", int, 8192, low=1,
                help="images per shard, the unit of work of a rank and of resuming (rounded up to a multiple of --batch-size)")
     add_runtime_arg(parser)
+    add_dataset_args(parser)
     return parser
 
 
@@ -65,6 +73,10 @@ def main():
     root = args.root or os.path.join(args.data_dir, "datasets")
     workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
 
+    if args.dataset.startswith("embeddings:"):
+        if is_main():
+            import_embeddings(run, args, device)
+        return
     with main_first():  # a download or a fitted map, made once
         backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
     encoder = encoder_record(backbone, device, "image", args.batch_size)
@@ -77,7 +89,10 @@ def main():
     mean, done = None, []
     for split in SPLITS:  # train first: its mean centres both splits
         with main_first():
-            dataset = load_split(args.dataset, split, root, transform)
+            dataset = load_split(args.dataset, split, root, transform, dataset_options(args))
+        skipped = getattr(dataset, "skipped", 0)  # a webdataset's samples without an image
+        if is_main() and skipped:
+            print(f"{split}: {skipped} samples without an image ({args.image_key or 'jpg, jpeg, png, webp'}) left out")
         index = np.arange(len(dataset))
         if split == "train" and 0 < args.train_subset < len(dataset):
             index = np.sort(np.random.default_rng(args.seed).choice(len(dataset), args.train_subset, replace=False))
@@ -92,16 +107,19 @@ def main():
         if is_main() and reused.any():
             print(f"{split}: encoding {len(todo)} new or changed images, reusing the rows of {int(reused.sum())} unchanged ones")
         shards = Shards(os.path.join(out, "shards", f"image_embedding_{split}"), len(todo), shard_size(args.shard_size, args.batch_size),
-                        shard_key(run, encoder, split, index[todo], [record[i] for i in todo] if record is not None else []))
+                        shard_key(run, encoder, split, index[todo], [record[i] for i in todo] if record is not None else []),
+                        work_units(dataset, todo))
         done.append(shards)
 
         def encode(rows, bar):
             with torch.inference_mode():
-                features, labels = embed_images(backbone, Subset(dataset, todo[rows]), args.batch_size, workers, bar=bar)
+                features, labels = embed_images(backbone, select_rows(dataset, todo[rows]), args.batch_size, workers, bar=bar)
             return {"features": features, "labels": labels}
 
         encoded = shards.run(encode, f"{split} images", "image") if len(todo) else {}
         if not is_main():  # rank 0 writes the files
+            if record is not None:  # and holds these rows, which the test split reuses on every rank alike
+                previous.add(record, None)
             continue
         features, labels = _assemble(dataset, record, reused, todo, encoded, previous)
         if record is not None:
@@ -127,6 +145,48 @@ def main():
     if is_main():
         for shards in done:  # kept until both splits are written, so a run stopped in between resumes
             shards.remove()
+
+
+def import_embeddings(run, args, device):
+    """Stage 1's files from embeddings made elsewhere (utils/imported.py), checked against the
+    backbone's width; rows as they are (float32), centred for a backbone that needs it."""
+    from utils.imported import Imported, imported_folders
+
+    if args.train_subset:
+        raise StageError("--train-subset does not apply to embeddings:<folder>: import the subset's embeddings instead")
+    spec = args.dataset[len("embeddings:"):]
+    folders = imported_folders(spec)
+    found = {}
+    for split, folder in folders.items():
+        found[split] = found.get("train") if folder == folders["train"] and split != "train" else Imported(folder, args.label_key)
+    backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime="torch")
+    for imported in found.values():
+        if imported.width != backbone.width:
+            raise StageError(f"{args.dataset} holds {imported.width}-wide embeddings but the text side of {args.backbone} is "
+                             f"{backbone.width} wide: pass the --backbone the embeddings were made with")
+    classes = None
+    if all(i.labels is not None for i in found.values()):
+        classes = class_ids(found["train"].labels + (found["test"].labels if found["test"] is not found["train"] else []))[1]
+    mean = None
+    for split in SPLITS:
+        imported = found[split]
+        labels = class_ids(imported.labels, classes)[0] if imported.labels is not None else np.full(len(imported), -1, dtype=np.int64)
+        extra = {"imported": {"folder": imported.folder, "files": [os.path.relpath(f, imported.folder) for f in imported.files],
+                              "dtypes": imported.dtypes}}
+        run.sources = [imported.source]  # the imported files (with their sha256) are this output's input
+        run.save_csv(run.path("image_files", split=split), RECORD_HEADER, [[i, p, -1, -1] for i, p in enumerate(imported.paths)], {"root": ""})
+        path, shape = run.path("image_embedding", split=split), (len(imported), imported.width)
+        if getattr(backbone, "centre_on_train", False):
+            features, mean = centre_on_train(backbone, imported.read(), split, mean)
+            run.save_array(path, features, {**extra, "centred_on": "the mean of the train embeddings", "image_mean": mean.tolist()})
+        else:
+            run.save_array_chunks(path, shape, np.float32, imported.chunks(), extra)
+        run.sources = []
+        run.save_array(run.path("labels", split=split), labels)
+        run.save_array(run.path("image_index", split=split), np.arange(len(imported), dtype=np.int64))
+        if split == "test" and classes:
+            run.save_csv(run.path("class_names"), ["label", "name"], list(enumerate(classes)))
+        print(f"{split}: {shape[0]} imported embeddings x {shape[1]} dims ({', '.join(imported.dtypes)}) from {imported.folder} -> {run.layout.dataset}")
 
 
 def _assemble(dataset, record, reused, todo, encoded, previous):

@@ -7,11 +7,14 @@ same weights that build the text counterparts. Deterministic for given predictio
 
 Writes, under data/<ds>/<bb>/ (or its runs/RUN/ with --run):
   cluster_names.csv   cluster, images, rank, name, mass (the top --top names of every cluster)
-  assignments.csv     index (row in the test split), path (for folder:<path>), cluster, name,
-                      confidence (head: its probability; k-means: cosine to the cluster's mean), label
+  assignments.csv     index (row in the test split), path (the image's file, `<shard>#<key>` of a
+                      webdataset, `<split>/<row>` of a Hugging Face dataset, the image_path of
+                      imported embeddings), cluster, name, confidence (head: its probability;
+                      k-means: cosine to the cluster's mean), label
   report/index.html   opens from disk in a browser, nothing fetched: the clusters by size with their
                       names; per cluster its names, size, its --thumbnails most and least confident
-                      images (small copies in report/thumbnails/, linked to the originals) and the
+                      images (small copies in report/thumbnails/, linked to the originals where
+                      they are files; left out, with a note, where the images cannot be read) and the
                       list of all its images with their confidence; on a labelled dataset the
                       majority class and whether the top name names it: the same word, a WordNet
                       synonym or a close hypernym (report/name_match.json)
@@ -53,25 +56,43 @@ def outputs(layout, args):
     return [layout.path(name) for name in ("cluster_names", "assignments", "report", "report_md")]
 
 
-def test_split(args, run, num_rows):
-    """The test images (PIL, for thumbnails) and their file paths where the dataset has files: for
-    a dataset read from files, the files stage 1 recorded, row by row (image_files_test.csv),
-    never a fresh listing of the folder."""
-    from utils.datasets import ImageFiles, load_split, reads_files
-
+def recorded_paths(run, num_rows):
+    """Each test row's name as stage 1 recorded it (image_files_test.csv), never a fresh listing of
+    the folder: (as recorded, with the dataset's root), or (None, None) where nothing is recorded."""
     record_path = run.path("image_files", split="test")
-    if os.path.exists(record_path):
-        meta = run.check_input(record_path) or {}
-        paths = [os.path.join(meta.get("root", ""), p) for p in read_csv_column(record_path, "path")]
-        if len(paths) != num_rows:
-            raise StageError(f"{record_path} lists {len(paths)} files for {num_rows} test rows: re-run image_embedding.py")
-        return ImageFiles(paths, np.full(len(paths), -1)), paths
-    if reads_files(args.dataset):
-        raise StageError(f"{record_path} is missing: re-run image_embedding.py, which records the file of each row")
+    if not os.path.exists(record_path):
+        return None, None
+    meta = run.check_input(record_path) or {}
+    names = read_csv_column(record_path, "path")
+    if len(names) != num_rows:
+        raise StageError(f"{record_path} lists {len(names)} files for {num_rows} test rows: re-run image_embedding.py")
+    return names, [os.path.join(meta.get("root", ""), p) for p in names]
+
+
+def test_split(args, run, names, paths):
+    """The test images (PIL, for thumbnails), row by row as stage 1 recorded them: image files
+    opened by their path; a webdataset's or Hugging Face dataset's samples through the dataset,
+    read as stage 1 read it (its recorded arguments), which must list the same samples. Returns
+    (the dataset, each row's path where the dataset has files)."""
+    from utils.datasets import ImageFiles, load_split, reads_files, rows_are_files
+    from utils.formats import dataset_options
+
     recorded = (read_sidecar(run.path("image_embedding", split="test")) or {}).get("args", {})
     root = args.root or recorded.get("root") or os.path.join(args.data_dir, "datasets")
-    dataset = load_split(args.dataset, "test", root)
-    return dataset, (dataset.paths if isinstance(dataset, ImageFiles) else None)
+    if paths is None:
+        if reads_files(args.dataset):
+            raise StageError(f"{run.path('image_files', split='test')} is missing: re-run image_embedding.py, which records the file of each row")
+        dataset = load_split(args.dataset, "test", root)
+        return dataset, (dataset.paths if isinstance(dataset, ImageFiles) else None)
+    if rows_are_files(args.dataset):
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise StageError(f"{len(missing)} of the {len(paths)} recorded images are not files here (first: {missing[0]})")
+        return ImageFiles(paths, np.full(len(paths), -1)), paths
+    dataset = load_split(args.dataset, "test", root, options=dataset_options(recorded))
+    if [entry[0] for entry in dataset.record_entries(range(len(dataset)))] != names:
+        raise StageError(f"{args.dataset} no longer holds the test samples image_files_test.csv lists: re-run image_embedding.py")
+    return dataset, paths
 
 
 def main():
@@ -94,11 +115,12 @@ def main():
         run.check_input(run.path("class_names"))
         class_names = read_csv_column(run.path("class_names"), "name")
 
+    names, paths = recorded_paths(run, len(images))
     try:
-        dataset, paths = test_split(args, run, len(images))
-    except StageError as error:  # e.g. embeddings placed by hand: names and assignments, no thumbnails
+        dataset, paths = test_split(args, run, names, paths)
+    except StageError as error:  # e.g. embeddings placed by hand or imported: names and assignments, no thumbnails
         print(f"note: no thumbnails, the images cannot be read ({error})")
-        dataset, paths = None, None
+        dataset = None
     if dataset is not None and len(dataset) <= index.max():
         raise StageError(f"the test split has {len(dataset)} images but image_index_test.npy goes to {index.max()}: re-run image_embedding.py")
     extra = {"source": args.source, "num_clusters": k, "tau": tau}
@@ -106,7 +128,7 @@ def main():
                  [[c, int(sizes[c]), r + 1, w, f"{m:.6f}"] for c in range(k) for r, (w, m) in enumerate(ranked[c])], extra)
     run.save_csv(run.path("assignments"), ["index", "path", "cluster", "name", "confidence", "label"],
                  [[int(index[i]), paths[index[i]] if paths else "", int(preds[i]), top_name[preds[i]], f"{confidence[i]:.4f}",
-                   class_names[labels[i]] if class_names else ""] for i in range(len(preds))], extra)
+                   class_names[labels[i]] if class_names else (int(labels[i]) if labels[i] >= 0 else "")] for i in range(len(preds))], extra)
 
     report = write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths)
     print(f"{k} clusters from {args.source}_preds.npy named -> {run.path('cluster_names')}, assignments.csv")
@@ -118,6 +140,7 @@ def main():
 def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths):
     """report/index.html (and index.md) with thumbnails of each cluster's most and least confident
     images where the images can be read; on a labelled dataset, names checked against the classes."""
+    from utils.datasets import ImageFiles
     from utils.report import ClusterReport, write_thumbnails
 
     top_name = [names[0][0] for names in ranked]
@@ -134,7 +157,7 @@ def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, la
             print("note: WordNet is not installed (apt-get install wordnet-base wordnet-sense-index): names are not checked against the classes")
     report = ClusterReport(f"Clusters of {args.dataset} ({args.backbone}, from {args.source}_preds.npy, seed {args.seed})",
                            preds, confidence, index, ranked, sizes, paths, labels, class_names, majority, relations, match,
-                           shown=args.thumbnails)
+                           shown=args.thumbnails, links=isinstance(dataset, ImageFiles))
     out = os.path.dirname(run.path("report"))
     if dataset is not None:
         write_thumbnails(out, dataset, index[report.thumbnail_rows()])

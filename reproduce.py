@@ -171,6 +171,12 @@ def main():
     save_table(args, record, rows, results, runs)
 
 
+def curve_methods(rows):
+    """The heads trained in the TAC run folder, as (the table's name, the head's file prefix): TAC,
+    DXMC, DXMC (instance on trunk), for the accuracy curves."""
+    return [(label, fields["prefix"]) for label, variant, _, (name, fields) in rows if name == "head_metrics" and not variant]
+
+
 def save_table(args, record, rows, results, runs):
     published = published_rows(args.command, args.dataset, args.backbone)
     order = sorted(results, key=lambda name: DISPLAY_ORDER.index(name) if name in DISPLAY_ORDER else len(DISPLAY_ORDER))
@@ -196,7 +202,7 @@ def save_table(args, record, rows, results, runs):
         from utils.heads import head_logits
 
         first = Layout.of(args, runs["TAC"][0])  # the figures read the first seed's run, named in their sidecars
-        figures = [accuracy_curves(record, first, ("head", "dxmc_head", "dxmc_trunk_head")),
+        figures = [accuracy_curves(record, first, curve_methods(rows)),
                    head_tsne(record, first, head_logits(record, first, "head"))]
     elif args.command in SWEEPS:
         from utils.figures import sweep_plot

@@ -22,7 +22,7 @@ import importlib
 import os
 import sys
 
-from utils.cli import add_num_clusters, add_runtime_arg
+from utils.cli import add_dataset_args, add_num_clusters, add_runtime_arg
 from utils.config import AUTHORS_KMEANS_SEED, SEED_MAX
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.metrics import metrics_table, stack_metrics
@@ -89,6 +89,7 @@ def add_pipeline_args(parser):
                              f"the authors' one draw ({AUTHORS_KMEANS_SEED}) shared by all seeds: the std then holds the k-means variance too")
     parser.add_argument("--root", default=None, help="image_embedding.py --root")
     add_runtime_arg(parser)
+    add_dataset_args(parser)
     add_number(parser, "--train-subset", int, 0, low=0, help="image_embedding.py --train-subset")
     add_number(parser, "--subset-seed", int, 0, low=0, high=SEED_MAX, help="seed of the train subset")
     parser.add_argument("--nouns", default=None, help="text_embedding.py --nouns")
@@ -107,7 +108,8 @@ def run_embeddings(args):
     """Stages 1 and 2: deterministic, seeded only for the train subset."""
     encoder = ["--runtime", args.runtime]
     run_stage("image_embedding.py", common_argv(args) + encoder + ["--seed", args.subset_seed] + option("--root", args.root)
-              + option("--train-subset", args.train_subset))
+              + option("--train-subset", args.train_subset) + option("--image-key", args.image_key)
+              + option("--label-key", args.label_key) + option("--splits", args.splits))
     run_stage("text_embedding.py", common_argv(args) + encoder + ["--seed", 0] + option("--nouns", args.nouns)
               + option("--templates", args.templates))
 

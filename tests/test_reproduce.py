@@ -120,3 +120,23 @@ def test_main_table_over_two_seeds_with_figures(tmp_path, tiny_clip, image_folde
     kept_meta = json.loads((runs / "epochs2-seed1-kmeans1235" / "kept_nouns.npy.meta.json").read_text())
     assert kept_meta["kmeans"]["seed"] == 1235 and (runs / "epochs2-seed1").exists()
     assert "k-means redrawn per seed" in (out / "main.md").read_text()
+
+
+def test_acc_curve_names_the_methods_as_the_tables_do_on_whole_epochs(tmp_path):
+    """The legend of acc_curve.png says TAC, DXMC, DXMC (instance on trunk), the tables' names, not
+    the heads' file prefixes; epochs are whole-number ticks."""
+    import matplotlib.pyplot as plt
+
+    import reproduce
+    from utils.figures import accuracy_figure
+
+    args = reproduce.parse(["main", "--data-dir", str(tmp_path), "--dataset", "cifar10", "--epochs", "3"])
+    methods = reproduce.curve_methods(reproduce.experiments(args))
+    assert methods == [("TAC", "head"), ("DXMC", "dxmc_head"), ("DXMC (instance on trunk)", "dxmc_trunk_head")]
+    figure = accuracy_figure([(name, [1, 2, 3], [50.0 + i, 60.0, 70.0]) for i, (name, _) in enumerate(methods)], "title")
+    axis = figure.axes[0]
+    figure.canvas.draw()
+    assert [t.get_text() for t in axis.get_legend().get_texts()] == [name for name, _ in methods]
+    ticks = [t for t in axis.get_xticks() if 1 <= t <= 3]
+    assert ticks == [1, 2, 3]
+    plt.close(figure)

@@ -16,7 +16,8 @@ def base_parser(description, runs=False):
     """The arguments of every stage; `runs` adds --run (stages 3-6 and what reads their outputs)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default="./data", help="where every stage reads and writes its files")
-    parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar20, stl10, imagenet10, imagenet-dogs, dtd, ucf101, imagenet, fashion-mnist, or folder:<path>")
+    parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar20, stl10, imagenet10, imagenet-dogs, dtd, ucf101, imagenet, fashion-mnist, "
+                                                             "folder:<path>, webdataset:<shards>, hf:<dataset> or embeddings:<folder>")
     parser.add_argument("--backbone", default="ViT-B/32", help="a clip.load name, a CLIP checkpoint path, or an offline backbone name")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when a GPU is visible")
     add_number(parser, "--seed", int, 0, low=0, high=SEED_MAX, help="seeds head training and random draws (not the k-means: --kmeans-seed)")
@@ -32,6 +33,18 @@ def add_runtime_arg(parser):
     parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
                         help="what runs the encoders: auto = ONNX Runtime on the CPU (faster, within 1e-4 of PyTorch) and PyTorch on a GPU; "
                              "torch = PyTorch everywhere")
+
+
+def add_dataset_args(parser):
+    """How stage 1 reads webdataset:, hf: and embeddings: datasets (README, Datasets)."""
+    parser.add_argument("--image-key", default=None,
+                        help="webdataset: the images' extension (default: the first of jpg, jpeg, png, webp); hf: the image column "
+                             "(default: the dataset's Image column)")
+    parser.add_argument("--label-key", default=None,
+                        help="webdataset: the labels' extension (default: cls, where present); hf: and embeddings: the label column "
+                             "(default: label, where present)")
+    parser.add_argument("--splits", nargs=2, default=None, metavar=("TRAIN", "TEST"),
+                        help="hf: the dataset's splits read as train and test (default: train, and test or validation, else train)")
 
 
 def num_clusters_value(text):

@@ -1,6 +1,8 @@
-"""Datasets: the eight of the paper, Fashion-MNIST, and `folder:<path>` for your own images.
+"""Datasets: the eight of the paper, Fashion-MNIST, and for your own images `folder:<path>`,
+`webdataset:<shards>` and `hf:<dataset>` (utils/formats.py); `embeddings:<folder>` holds no images
+but embeddings that stage 1 imports (utils/imported.py).
 
-`load_split(name, split, root, transform)` returns a dataset of (image tensor, label) with
+`load_split(name, split, root, transform, options)` returns a dataset of (image tensor, label) with
 label -1 where there are none. torchvision downloads what it can for users who are online;
 ImageNet (and its subsets) and UCF-101 frames need `--root` pointing at an existing copy.
 """
@@ -15,6 +17,7 @@ from torchvision import transforms
 
 from utils.errors import StageError
 from utils.files import IMAGE_EXTENSIONS, file_record, folder_source, list_images
+from utils.formats import hf_split, webdataset_split
 
 # Class lists of the Contrastive Clustering subsets of ImageNet (WordNet ids).
 IMAGENET10_WNIDS = (
@@ -37,6 +40,7 @@ CIFAR100_COARSE = (
 IMAGENET_FAMILY = ("imagenet10", "imagenet-dogs", "imagenet")
 DATASETS = ("stl10", "cifar10", "cifar20", "imagenet10", "imagenet-dogs", "dtd", "ucf101", "imagenet", "fashion-mnist")
 FOLDER_DATASETS = ("imagenet10", "imagenet-dogs", "imagenet", "ucf101")  # read from class folders under --root
+KINDS = ("folder:", "webdataset:", "hf:", "embeddings:")  # --dataset <kind><path>: your own images (or embeddings)
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
@@ -78,6 +82,9 @@ class ImageFiles(Dataset):
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
             raise StageError(f"cannot read image {self.paths[i]} ({error.__class__.__name__}): remove or fix that file") from error
         return (self.transform(image) if self.transform else image), int(self.labels[i])
+
+    def record_entries(self, rows):
+        return file_record(self.root, [self.paths[i] for i in rows])
 
 
 def image_folder(folder, transform, wnids=None, root=None):
@@ -132,11 +139,18 @@ def _torchvision(build, what):
         raise StageError(f"could not get {what} ({error}); connect to the network once, or pass --root with an existing copy") from error
 
 
-def load_split(name, split, root, transform=None):
-    """`split` is "train" or "test" (the paper's test split: test or val, per dataset)."""
+def load_split(name, split, root, transform=None, options=None):
+    """`split` is "train" or "test" (the paper's test split: test or val, per dataset); `options`
+    (utils.formats.dataset_options) choose the image and label keys and the splits of the formats."""
     from torchvision import datasets as tv
 
     train = split == "train"
+    if name.startswith("webdataset:"):
+        return webdataset_split(name[len("webdataset:"):], split, transform, options)
+    if name.startswith("hf:"):
+        return hf_split(name[len("hf:"):], split, root, transform, options)
+    if name.startswith("embeddings:"):
+        raise StageError(f"{name} holds embeddings, not images: image_embedding.py imports them (no images to read here)")
     if name.startswith("folder:"):
         folder = name[len("folder:"):]
         sub = os.path.join(folder, split)
@@ -144,7 +158,7 @@ def load_split(name, split, root, transform=None):
             return image_folder(sub, transform, root=folder)
         return image_folder(folder, transform)  # one set of images: both splits are the same images
     if name not in DATASETS:
-        raise StageError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)} or folder:<path>")
+        raise StageError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}, or {', '.join(k + '<path>' for k in KINDS)}")
     if name == "cifar10":
         return _torchvision(lambda: tv.CIFAR10(root, train=train, transform=transform, download=True), "CIFAR-10")
     if name == "cifar20":
@@ -168,32 +182,58 @@ def load_split(name, split, root, transform=None):
 
 
 def reads_files(name):
-    """Whether dataset `name` is read from image files (stage 1 then records each row's file)."""
-    return name.startswith("folder:") or name in FOLDER_DATASETS
+    """Whether stage 1 records each row of dataset `name` (its file, shard sample or dataset row) in
+    image_files_<split>.csv, and the files it is read from in its sidecar."""
+    return name.startswith(KINDS) or name in FOLDER_DATASETS
+
+
+def rows_are_files(name):
+    """Whether the rows stage 1 records of dataset `name` are image files (opened by their path)."""
+    return name.startswith(("folder:", "embeddings:")) or name in FOLDER_DATASETS
 
 
 def folder_rows(dataset):
-    """For a dataset read from an image folder (ImageFiles, or a Subset of one): (the ImageFiles,
-    each row's position in it); None for the torchvision datasets."""
+    """For a dataset whose rows stage 1 records (ImageFiles, utils.formats' datasets, or a Subset of
+    one): (that dataset, each row's position in it); None for the torchvision datasets."""
     from torch.utils.data import Subset
 
     rows = None
     while isinstance(dataset, Subset):
         rows = np.asarray(dataset.indices) if rows is None else np.asarray(dataset.indices)[rows]
         dataset = dataset.dataset
-    if not isinstance(dataset, ImageFiles):
+    if not hasattr(dataset, "record_entries"):
         return None
     return dataset, (np.arange(len(dataset)) if rows is None else rows)
 
 
 def image_file_record(dataset):
     """[(path relative to the dataset's root, size, modification time)] of each row of a dataset
-    read from files; None for the torchvision datasets (their files are not per image)."""
+    read from files (for a webdataset or a Hugging Face dataset: utils/formats.py); None for the
+    torchvision datasets (their files are not per image)."""
     found = folder_rows(dataset)
     if found is None:
         return None
     files, rows = found
-    return file_record(files.root, [files.paths[i] for i in rows])
+    return files.record_entries(rows)
+
+
+def work_units(dataset, rows):
+    """Bounds of the pieces that `rows` of the dataset are encoded in when it is read in pieces (a
+    webdataset: one tar file a piece), else None (shards of a fixed number of rows)."""
+    found = folder_rows(dataset)
+    if found is None or not hasattr(found[0], "work_units"):
+        return None
+    return found[0].work_units(found[1][rows])
+
+
+def select_rows(dataset, rows):
+    """Those rows of the dataset, in order: read streaming where the dataset is (a webdataset)."""
+    from torch.utils.data import Subset
+
+    found = folder_rows(dataset)
+    if found is not None and hasattr(found[0], "streamed"):
+        return found[0].streamed(found[1][rows])
+    return Subset(dataset, rows)
 
 
 CIFAR20_NAMES = (

@@ -87,15 +87,17 @@ def shard_key(run, encoder, *inputs):
 
 
 class Shards:
-    """One output's rows cut into shards of `size` (the last one shorter), kept on disk in `folder`
-    under `key` until the output is written."""
+    """One output's rows cut into shards of `size` (the last one shorter), or at `bounds` (the rows
+    bounds[k]:bounds[k + 1] are shard k: a dataset read in pieces, such as one webdataset tar file
+    per shard), kept on disk in `folder` under `key` until the output is written."""
 
-    def __init__(self, folder, total, size, key):
+    def __init__(self, folder, total, size, key, bounds=None):
         self.folder, self.total, self.size, self.key = folder, total, size, key
-        self.count = -(-total // size)
+        self.bounds = list(bounds) if bounds is not None else list(range(0, total, size)) + [total]
+        self.count = len(self.bounds) - 1
 
     def rows(self, k):
-        return range(k * self.size, min(self.total, (k + 1) * self.size))
+        return range(self.bounds[k], self.bounds[k + 1])
 
     def path(self, k):
         return os.path.join(self.folder, f"{k:05d}.npz")

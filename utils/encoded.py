@@ -50,6 +50,8 @@ class EncodedRows:
             self.add(record, rows)
 
     def add(self, record, rows):
+        """Offer `rows` (one per entry of `record`); None on a process that only decides, as rank 0
+        does, which rows are reused (utils/distributed.py: rank 0 alone takes them)."""
         number = len(self.sources)
         self.sources.append(rows)
         for i, entry in enumerate(record):

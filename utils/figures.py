@@ -8,20 +8,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def accuracy_curves(run, source, prefixes):
-    """Test ACC after every epoch, one line per trained head found (e.g. TAC and DXMC) in the run
-    folder of `source` (a paths.Layout); the figure's sidecar records the files it read."""
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    for prefix in prefixes:
+def accuracy_curves(run, source, methods):
+    """Test ACC after every epoch, one line per trained head found in the run folder of `source` (a
+    paths.Layout); `methods` are (name in the tables, head prefix) pairs, e.g. ("TAC", "head"),
+    ("DXMC", "dxmc_head"). The figure's sidecar records the files it read."""
+    curves = []
+    for name, prefix in methods:
         path = source.path("head_metrics", prefix=prefix)
         if os.path.exists(path):
             log = run.load_json(path, "train_head.py")["epochs_log"]
-            axis.plot([e["epoch"] for e in log], [e["test"]["acc"] for e in log], marker="o", ms=3, label=prefix)
-    axis.set(xlabel="epoch", ylabel="test ACC (%)", title=f"accuracy per epoch ({source.run_name or 'no run'})")
-    axis.legend()
+            curves.append((name, [e["epoch"] for e in log], [e["test"]["acc"] for e in log]))
+    figure = accuracy_figure(curves, f"accuracy per epoch ({source.run_name or 'no run'})")
     path = run.save_figure(run.path("table", table="acc_curve", ext="png"), figure, {"run": source.run_name})
     plt.close(figure)
     return path
+
+
+def accuracy_figure(curves, title):
+    """One line per (method name, epochs, test ACC), named in the legend; epochs are whole-number ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for name, epochs, acc in curves:
+        axis.plot(epochs, acc, marker="o", ms=3, label=name)
+    axis.set(xlabel="epoch", ylabel="test ACC (%)", title=title)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.legend()
+    return figure
 
 
 def head_tsne(run, source, logits, seed=0):

@@ -62,13 +62,30 @@ def backbone_tag(name):
     return name.replace("/", "-")
 
 
+KIND_PREFIXES = ("webdataset", "hf", "embeddings")
+
+
 def dataset_tag(dataset):
-    """Folder name for a dataset: `folder:/photos/trip` -> `folder-trip`."""
+    """Folder name for a dataset: `folder:/photos/trip` -> `folder-trip`; the other kinds the same
+    way, from the last part of the path without brace or glob patterns (`webdataset:shards/train-{0..9}.tar`
+    -> `webdataset-shards`; `webdataset:train=<pattern>,test=<pattern>` from the train pattern;
+    `hf:user/name` -> `hf-name`)."""
     if dataset.startswith("folder:"):
         path = os.path.normpath(dataset[len("folder:"):])
         return "folder-" + (os.path.basename(path) or "root")
+    kind, sep, path = dataset.partition(":")
+    if sep and kind in KIND_PREFIXES:
+        if kind == "webdataset" and path.startswith("train="):
+            path = path[len("train="):].rpartition(",test=")[0]
+        path = os.path.normpath(path)
+        while re.search(r"[{}*?\[\]]", path):
+            path = os.path.dirname(path)
+        if re.search(r"\.(tar|tgz|tar\.gz|parquet)$", path):
+            path = os.path.dirname(path) if kind == "webdataset" else re.sub(r"\.parquet$", "", path)
+        name = re.sub(r"[^A-Za-z0-9._+=-]", "-", os.path.basename(path)).strip(".") or "root"
+        return f"{kind}-{name}"
     if not dataset or os.sep in dataset or dataset in (".", ".."):
-        raise StageError(f"dataset name {dataset!r} is not a plain name; use a known dataset or folder:<path>")
+        raise StageError(f"dataset name {dataset!r} is not a plain name; use a known dataset or folder:<path> (or webdataset:, hf:, embeddings:)")
     return dataset
 
 

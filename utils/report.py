@@ -58,9 +58,11 @@ class ClusterReport:
     clustered (test) images: `index` maps a row to its image in the dataset."""
 
     def __init__(self, title, preds, confidence, index, ranked, sizes, paths=None, labels=None, class_names=None,
-                 majority=None, relations=None, match=None, shown=8):
+                 majority=None, relations=None, match=None, shown=8, links=True):
+        """`paths` name each image (a file, or a sample of a webdataset or Hugging Face dataset);
+        `links`: they are files, which the report links to."""
         self.title, self.preds, self.confidence, self.index = title, preds, confidence, index
-        self.ranked, self.sizes, self.paths = ranked, sizes, paths
+        self.ranked, self.sizes, self.paths, self.links = ranked, sizes, paths, bool(paths) and links
         self.labels, self.class_names, self.majority, self.relations, self.match = labels, class_names, majority, relations, match
         self.clusters = [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]  # largest first
         self.shown = {c: self._most_and_least(c, shown) for c in self.clusters}
@@ -93,7 +95,7 @@ class ClusterReport:
         describe = f"image {self.index[row]}" + (f" ({self.paths[self.index[row]]})" if self.paths else "")
         caption = f"{self.confidence[row]:.2f}"
         image = f'<img src="{thumbnail_name(self.index[row])}" alt="{html.escape(describe)}" title="{html.escape(describe)}, confidence {caption}">'
-        if self.paths:
+        if self.links:
             image = f'<a href="{html.escape(file_link(self.paths[self.index[row]]))}">{image}</a>'
         return f"<figure>{image}<figcaption>{caption}</figcaption></figure>" if with_thumbnail else ""
 
@@ -104,7 +106,7 @@ class ClusterReport:
             where = f"{self.index[row]}"
             if self.paths:
                 path = self.paths[self.index[row]]
-                where = f'<a href="{html.escape(file_link(path))}">{html.escape(path)}</a>'
+                where = f'<a href="{html.escape(file_link(path))}">{html.escape(path)}</a>' if self.links else html.escape(path)
             label = f"<td>{html.escape(self.class_names[self.labels[row]])}</td>" if self.class_names is not None else ""
             lines.append(f"<tr><td>{where}</td><td>{self.confidence[row]:.4f}</td>{label}</tr>")
         return "\n".join(lines)
@@ -143,7 +145,7 @@ class ClusterReport:
                               *(self._figure(r, True) for r in least), "</div>"]
             label = "<th>class</th>" if self.class_names is not None else ""
             parts += [f"<details><summary>All {self.sizes[c]} images, most confident first</summary>",
-                      f"<table><tr><th>{'file' if self.paths else 'image'}</th><th>confidence</th>{label}</tr>",
+                      f"<table><tr><th>{'file' if self.links else 'sample' if self.paths else 'image'}</th><th>confidence</th>{label}</tr>",
                       self._member_rows(c), "</table></details>", "</section>"]
         parts.append("</body></html>")
         return "\n".join(parts) + "\n"
