@@ -105,7 +105,7 @@ def test_own_photos_report_opens_in_a_browser(own_photos_run, tmp_path):
     clusters = sorted((c for c in size if size[c] > 0), key=lambda c: -size[c])  # the overview's order
     # K was chosen without labels, and the heads' sidecar says how
     meta = json.loads((run / "head_preds.npy.meta.json").read_text())
-    assert meta["num_clusters"] == int(max(meta["num_clusters_auto"]["scores"].items(), key=lambda kv: kv[1])[0])
+    assert meta["num_clusters"] == meta["num_clusters_auto"]["chosen"]
 
     sections, images, console = open_in_chromium(page, tmp_path / "report.png")
     assert sections == [f"cluster-{c}" for c in clusters]

@@ -4,7 +4,9 @@ import argparse
 from utils.config import (
     AUTHORS_KMEANS_SEED,
     AUTO_RANGE,
+    DEFAULT_K_CRITERION,
     IN_MEMORY_GIB,
+    K_CRITERIA,
     RUNTIMES,
     SEED_MAX,
 )
@@ -44,11 +46,23 @@ def num_clusters_value(text):
         raise argparse.ArgumentTypeError(f"expected an integer K or `auto`, got {text!r}") from None
 
 
+class AutoRange(argparse.Action):
+    """--auto-range MIN MAX, refused when empty (MIN above MAX) while the command line is parsed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values[0] > values[1]:
+            parser.error(f"--auto-range {values[0]} {values[1]}: MIN must not exceed MAX")
+        setattr(namespace, self.dest, values)
+
+
 def add_num_clusters(parser):
     add_number(parser, "--num-clusters", num_clusters_value, None, low=2,
-               help="K, or `auto` to estimate it without labels (silhouette over --auto-range); default: the number of distinct labels")
-    add_number(parser, "--auto-range", int, AUTO_RANGE, low=2, nargs=2, metavar=("MIN", "MAX"),
+               help="K, or `auto` to estimate it without labels (--k-criterion over --auto-range); default: the number of distinct labels")
+    add_number(parser, "--auto-range", int, AUTO_RANGE, low=2, nargs=2, metavar=("MIN", "MAX"), action=AutoRange,
                help="the K that --num-clusters auto tries")
+    parser.add_argument("--k-criterion", choices=K_CRITERIA, default=DEFAULT_K_CRITERION,
+                        help="how --num-clusters auto scores each K (utils/num_clusters.py); text-* score TAC's [image, text "
+                             "counterpart] features")
 
 
 def add_kmeans_args(parser, niter, nredo):
