@@ -52,3 +52,14 @@ def test_the_pin_command_is_the_users_command_with_k_in_place_of_auto():
     assert pin_command(7, argv) == "python3 run_pipeline.py --dataset 'folder:/my photos' --num-clusters 7 --report"
     assert pin_command(7, ["python3", "filter_nouns.py", "--num-clusters=auto"]) == "python3 filter_nouns.py --num-clusters 7"
     assert pin_command(7, ["pytest", "-q"]) == "--num-clusters 7"
+
+
+def test_a_run_of_another_criterion_gets_its_own_folder():
+    from run_pipeline import build_parser, variant_parts
+
+    def parts(*argv):
+        return variant_parts(build_parser().parse_args(list(argv)))
+
+    assert parts("--num-clusters", "auto") == ["Kauto"]  # the default criterion: the README's run name
+    assert parts("--num-clusters", "auto", "--k-criterion", "silhouette") == ["Kauto", "by-silhouette"]
+    assert parts("--num-clusters", "5", "--k-criterion", "silhouette") == ["K5"]  # only `auto` reads it
