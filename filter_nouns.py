@@ -25,6 +25,7 @@ from utils.clustering import (
     member_centers,
     record_kmeans_plan,
 )
+from utils.config import GAMMA
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.num_clusters import default_num_centers, resolve_num_clusters
 from utils.stage import start_stage
@@ -35,7 +36,7 @@ def build_parser():
     parser = base_parser(__doc__, runs=True)
     add_num_clusters(parser)
     add_number(parser, "--k", int, None, low=1, help="semantic centers (default: the authors' value on a paper dataset, else Eq. 2)")
-    add_number(parser, "--gamma", int, 5, low=1, help="nouns kept per center")
+    add_number(parser, "--gamma", int, GAMMA, low=1, help="nouns kept per center")
     parser.add_argument("--centers", choices=list(CENTER_METHODS), default="kmeans",
                         help="how the train images are split into the k semantic centers (Table IV): the paper's spherical k-means, "
                              "or scikit-learn's agglomerative, spectral or DBSCAN (its eps tuned to give k clusters)")

@@ -21,12 +21,14 @@ Writes, under data/<ds>/<bb>/ (or its runs/RUN/ with --run):
   report/index.md     the same overview as Markdown
 """
 import os
+import shlex
 
 import numpy as np
 
 from utils.cli import base_parser
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.naming import (
+    KMEANS_SOURCES,
     add_source_arg,
     kept_nouns,
     load_clusters,
@@ -36,7 +38,8 @@ from utils.naming import (
     rank_names,
     retrieval_tau,
 )
-from utils.provenance import read_sidecar
+from utils.num_clusters import pin_command
+from utils.provenance import atomic_write, read_sidecar
 from utils.stage import start_stage
 from utils.text_space import read_csv_column
 
@@ -123,6 +126,7 @@ def main():
         dataset = None
     if dataset is not None and len(dataset) <= index.max():
         raise StageError(f"the test split has {len(dataset)} images but image_index_test.npy goes to {index.max()}: re-run image_embedding.py")
+    choice = k_choice(run, args, k, os.path.dirname(run.path("report")))  # before any write: every sidecar records it
     extra = {"source": args.source, "num_clusters": k, "tau": tau}
     run.save_csv(run.path("cluster_names"), ["cluster", "images", "rank", "name", "mass"],
                  [[c, int(sizes[c]), r + 1, w, f"{m:.6f}"] for c in range(k) for r, (w, m) in enumerate(ranked[c])], extra)
@@ -130,14 +134,39 @@ def main():
                  [[int(index[i]), paths[index[i]] if paths else "", int(preds[i]), top_name[preds[i]], f"{confidence[i]:.4f}",
                    class_names[labels[i]] if class_names else (int(labels[i]) if labels[i] >= 0 else "")] for i in range(len(preds))], extra)
 
-    report = write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths)
+    report = write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths, choice)
     print(f"{k} clusters from {args.source}_preds.npy named -> {run.path('cluster_names')}, assignments.csv")
     for c in np.argsort(-sizes, kind="stable")[:10]:
         print(f"  cluster {c:3d} ({sizes[c]:5d} images): {', '.join(w for w, _ in ranked[c])}")
     print(f"report: {report}")
 
 
-def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths):
+def k_choice(run, args, k, out):
+    """How `--num-clusters auto` chose K, from the sidecar of the clusters' predictions (None when K
+    was given or counted from the labels): its record, its curve copied beside the report
+    (report/num_clusters.png), and the command that pins K. Recorded in this script's sidecars."""
+    preds = run.path("kmeans_preds", method=args.source) if args.source in KMEANS_SOURCES else run.path("head_preds", prefix=args.source)
+    record = (read_sidecar(preds) or {}).get("num_clusters_auto")
+    image = os.path.join(out, "num_clusters.png")
+    if record is None:
+        if os.path.exists(image):
+            os.remove(image)  # an earlier report's, of an estimated K
+        return None
+    run.record["num_clusters_auto"] = record
+    plot = os.path.join(run.layout.run, record.get("plot", ""))
+    if os.path.isfile(plot):
+        with open(plot, "rb") as f:
+            data = f.read()
+        atomic_write(image, lambda f: f.write(data))
+    pin = pin_command(k)  # the command this process runs (run_pipeline.py ... --report), K in place of auto
+    if pin.startswith("--"):  # run by hand: the driver's command for this dataset and backbone
+        data_dir = [] if os.path.abspath(args.data_dir) == os.path.abspath("data") else ["--data-dir", args.data_dir]
+        pin = shlex.join(["python3", "run_pipeline.py", *data_dir, "--dataset", args.dataset, "--backbone", args.backbone,
+                          "--num-clusters", str(k), "--report"])
+    return {**record, "image": os.path.basename(image) if os.path.isfile(plot) else None, "pin": pin}
+
+
+def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths, choice=None):
     """report/index.html (and index.md) with thumbnails of each cluster's most and least confident
     images where the images can be read; on a labelled dataset, names checked against the classes."""
     from utils.datasets import ImageFiles
@@ -155,9 +184,10 @@ def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, la
             relations = {r["cluster"]: r["relation"] for r in match["per_cluster"]}
         else:
             print("note: WordNet is not installed (apt-get install wordnet-base wordnet-sense-index): names are not checked against the classes")
+    out = os.path.dirname(run.path("report"))
     report = ClusterReport(f"Clusters of {args.dataset} ({args.backbone}, from {args.source}_preds.npy, seed {args.seed})",
                            preds, confidence, index, ranked, sizes, paths, labels, class_names, majority, relations, match,
-                           shown=args.thumbnails, links=isinstance(dataset, ImageFiles))
+                           shown=args.thumbnails, links=isinstance(dataset, ImageFiles), k_choice=choice)
     out = os.path.dirname(run.path("report"))
     if dataset is not None:
         write_thumbnails(out, dataset, index[report.thumbnail_rows()])

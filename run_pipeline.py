@@ -23,7 +23,7 @@ import os
 import sys
 
 from utils.cli import add_dataset_args, add_num_clusters, add_runtime_arg
-from utils.config import AUTHORS_KMEANS_SEED, SEED_MAX
+from utils.config import AUTHORS_KMEANS_SEED, DEFAULT_K_CRITERION, SEED_MAX
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.metrics import metrics_table, stack_metrics
 from utils.paths import Layout, backbone_tag
@@ -130,8 +130,9 @@ def protocol(args):
 
 def variant_parts(args):
     """The settings of a whole run that change stages 3-6, as words of its run name."""
-    return [f"{name}{value}" for name, value in (("k", args.k), ("criterion-", args.criterion),
-                                                 ("K", args.num_clusters), ("epochs", args.epochs)) if value is not None]
+    estimated_by = args.k_criterion if args.num_clusters == "auto" and args.k_criterion != DEFAULT_K_CRITERION else None
+    return [f"{name}{value}" for name, value in (("k", args.k), ("criterion-", args.criterion), ("K", args.num_clusters),
+                                                 ("by-", estimated_by), ("epochs", args.epochs)) if value is not None]
 
 
 def run_name(parts, seed, kmeans):
@@ -158,7 +159,8 @@ class SeedRun:
             argv += ["--kmeans-seed", self.kmeans_seed]
         if script in CLUSTER_STAGES:
             argv += option("--num-clusters", self.args.num_clusters)
-            argv += option("--auto-range", self.args.auto_range) if self.args.num_clusters == "auto" else []
+            if self.args.num_clusters == "auto":
+                argv += option("--auto-range", self.args.auto_range) + option("--k-criterion", self.args.k_criterion)
         return run_stage(script, argv + list(extra))
 
 

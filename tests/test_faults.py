@@ -304,10 +304,24 @@ def test_numeric_argument_out_of_range_names_the_flag_and_its_range(planted, scr
     (["--num-clusters", "auto", "--auto-range", 6, 3], "--auto-range 6 3: MIN must not exceed MAX"),
     (["--num-clusters", "many"], "argument --num-clusters: expected an integer K or `auto`, got 'many' (see filter_nouns.py --help)"),
     (["--num-clusters", 1], "--num-clusters must be an integer >= 2, got 1"),
+    (["--num-clusters", "auto", "--k-criterion", "nope"], "argument --k-criterion: invalid choice: 'nope' (choose from 'stability', 'silhouette', "),
+    (["--num-clusters", "auto", "--auto-range", 1, 5], "--auto-range must be an integer >= 2, got 1"),
+    (["--num-clusters", "auto", "--auto-range", 150, 200], "--auto-range starts at 150 but there are only 240 train images: lower MIN"),
 ])
 def test_num_clusters_auto_with_a_bad_range_or_value(planted, extra, match):
-    data, _ = planted
+    data, folder = planted
+    before = files_under(folder)
     fails("filter_nouns.py", *stage_args(data), *extra, match=match)
+    assert files_under(folder) == before  # nothing written, no estimate cached
+
+
+@pytest.mark.parametrize("script", ["run_pipeline.py", "concat_kmeans.py", "train_head.py"])
+def test_a_bad_k_criterion_or_empty_range_stops_every_script_before_any_work(planted, script):
+    data, folder = planted
+    before = files_under(folder)
+    fails(script, *stage_args(data), "--num-clusters", "auto", "--k-criterion", "nope", match="argument --k-criterion: invalid choice: 'nope'")
+    fails(script, *stage_args(data), "--num-clusters", "auto", "--auto-range", 9, 4, match="--auto-range 9 4: MIN must not exceed MAX")
+    assert files_under(folder) == before
 
 
 @pytest.mark.parametrize("script, extra, match", [

@@ -104,7 +104,7 @@ def test_own_photos_report_opens_in_a_browser(own_photos_run, tmp_path):
     clusters = sorted((c for c in size if size[c] > 0), key=lambda c: -size[c])  # the overview's order
     # K was chosen without labels, and the heads' sidecar says how
     meta = json.loads((run / "head_preds.npy.meta.json").read_text())
-    assert meta["num_clusters"] == int(max(meta["num_clusters_auto"]["scores"].items(), key=lambda kv: kv[1])[0])
+    assert meta["num_clusters"] == meta["num_clusters_auto"]["chosen"]
 
     sections, images, console = open_in_chromium(page, tmp_path / "report.png")
     assert sections == [f"cluster-{c}" for c in clusters]
@@ -114,8 +114,14 @@ def test_own_photos_report_opens_in_a_browser(own_photos_run, tmp_path):
     shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"), dtype=np.float64)
     assert shot.std() > 20 and len(np.unique(shot)) > 50  # text and thumbnails, not a blank page
 
+    # the curve K was chosen from, shown in the page beside the command that pins K
+    curve = [(src, width) for src, width in images if src == "num_clusters.png"]
+    assert len(curve) == 1 and curve[0][1] > 0, images
+    assert f"--num-clusters {meta['num_clusters']} --report</pre>" in page.read_text()
     # thumbnails are small files beside the report, not the originals
     for src, _ in images:
+        if src == "num_clusters.png":
+            continue
         thumbnail = run / "report" / src
         assert thumbnail.parent.name == "thumbnails" and thumbnail.stat().st_size < 20_000
         assert max(Image.open(thumbnail).size) <= 128

@@ -316,9 +316,11 @@ def test_num_clusters_auto(pipeline, setting, name):
     assert run.name == f"Kauto-epochs{EPOCHS}-seed0"
     named = Named(run)
     check_named(named, kind)
-    scores = json.loads((run.parent.parent / "num_clusters_auto" / "silhouette_k2-20.json").read_text())["scores"]
-    chosen = int(max(scores.items(), key=lambda kv: kv[1])[0])
-    assert len(named.top) == chosen
+    estimate = json.loads((run.parent.parent / "num_clusters_auto" / "stability_k2-20.json").read_text())
+    assert len(named.top) == estimate["chosen"]
+    page = (run / "report" / "index.html").read_text()
+    assert f"K = {estimate['chosen']} was chosen without labels by --k-criterion stability" in page
+    assert f"--num-clusters {estimate['chosen']} --report" in page and (run / "report" / "num_clusters.png").stat().st_size > 0
 
 
 # ---- --criterion -----------------------------------------------------------------------------

@@ -4,7 +4,9 @@ import argparse
 from utils.config import (
     AUTHORS_KMEANS_SEED,
     AUTO_RANGE,
+    DEFAULT_K_CRITERION,
     IN_MEMORY_GIB,
+    K_CRITERIA,
     RUNTIMES,
     SEED_MAX,
 )
@@ -59,9 +61,12 @@ def num_clusters_value(text):
 
 def add_num_clusters(parser):
     add_number(parser, "--num-clusters", num_clusters_value, None, low=2,
-               help="K, or `auto` to estimate it without labels (silhouette over --auto-range); default: the number of distinct labels")
+               help="K, or `auto` to estimate it without labels (--k-criterion over --auto-range); default: the number of distinct labels")
     add_number(parser, "--auto-range", int, AUTO_RANGE, low=2, ordered=True, nargs=2, metavar=("MIN", "MAX"),
                help="the K that --num-clusters auto tries")
+    parser.add_argument("--k-criterion", choices=K_CRITERIA, default=DEFAULT_K_CRITERION,
+                        help="how --num-clusters auto scores each K (utils/num_clusters.py); text-* score TAC's [image, text "
+                             "counterpart] features")
 
 
 def add_kmeans_args(parser, niter, nredo):

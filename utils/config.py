@@ -24,3 +24,9 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 # train images are 2.4 GiB, its 50,000 x 1024 [image, counterpart] test rows 0.2 GiB.
 IN_MEMORY_GIB = 4.0
 AUTO_RANGE = [2, 20]  # the K that --num-clusters auto tries by default
+# How --num-clusters auto scores each K (utils/num_clusters.py says what each one is). The default is
+# the one that found the true K most often in benchmarks/num_clusters.py (README, "K without labels").
+K_CRITERIA = ("stability", "silhouette", "davies-bouldin", "calinski-harabasz",
+              "text-stability", "text-silhouette", "text-davies-bouldin", "text-calinski-harabasz")
+DEFAULT_K_CRITERION = "stability"
+GAMMA = 5  # nouns kept per semantic center (the paper's gamma)

@@ -1,30 +1,76 @@
-"""`--num-clusters auto`: K estimated from the data alone, with no labels.
+"""`--num-clusters auto`: K estimated from the data alone, with no labels, by `--k-criterion`.
 
-Criterion: the mean silhouette (cosine distance) of spherical k-means clusterings of the train
-image embeddings, for every K of `--auto-range` (default 2-20); the K with the largest mean
-silhouette wins (Rousseeuw 1987; a standard choice of K for k-means). The image embeddings are the
-space stage 3 clusters, and they exist before any stage needs K, so stages 3, 5 and 6 all get the
-same K. The silhouette is taken on a seeded sample of at most 5,000 points (it costs N^2).
+Every criterion looks at the same view of the train images: a seeded sample of at most SAMPLE of
+them, L2-normalised, projected on their first VIEW_DIMS principal components (scikit-learn's PCA)
+and normalised again; for every K of `--auto-range`, scikit-learn's k-means (k-means++ seeding)
+clusters that view. The image embeddings exist before any stage needs K, so stages 3, 5 and 6 all
+get the same K. The criteria:
 
-The estimate is saved once per dataset, backbone and range under
-data/<ds>/<bb>/num_clusters_auto/ (the scores as JSON, and a plot with the chosen K marked),
-with a sidecar, and reused while the embeddings are unchanged.
+  silhouette          mean cosine silhouette of the k-means clustering (Rousseeuw 1987); the largest wins
+  davies-bouldin      the Davies-Bouldin index (1979); the smallest wins
+  calinski-harabasz   the Calinski-Harabasz index (1974); the largest wins
+  stability           how much better two k-means fitted on disjoint random halves of the sample agree
+                      (adjusted Rand index of their labelings of the whole sample; Lange et al. 2004)
+                      than they do on a reference without clusters: a Gaussian with the view's mean and
+                      covariance, normalised as the view is (the null of the gap statistic, Tibshirani,
+                      Walther and Hastie 2001). A split in two is stable on any elongated cloud, the
+                      reference's included, so the reference cancels the trivial stability of small K.
+                      Mean over STABILITY_SPLITS splits; the smallest K within one standard error of the
+                      best score wins (the gap statistic's one-standard-error rule: on a plateau of
+                      equally good K, the fewest clusters).
+  text-<criterion>    the criterion on TAC's own features, [image, text counterpart] (what stage 5
+                      clusters): counterparts made as stages 3-4 make them (spherical k-means into
+                      semantic centers, each keeps its GAMMA most likely nouns, soft retrieval at tau
+                      0.005) for the sample's images, with a number of centers that does not depend on
+                      the K being scored: the authors' value on a paper dataset, else Eq. 2 at the
+                      range's largest K, max(N/300, 3 MAX), so every K tried gets at least 3 centers per
+                      cluster, as Eq. 2 asks. It reads the vocabulary of stage 2.
+
+The estimate is saved once per dataset, backbone, range and criterion under
+data/<ds>/<bb>/num_clusters_auto/<criterion>_k<MIN>-<MAX>.{json,png} (the curve, the chosen K and
+its runners-up; a plot with them marked), with a sidecar, and reused while its inputs are unchanged.
+benchmarks/num_clusters.py compares the criteria on data with known K.
 """
 import argparse
 import os
+import shlex
+import sys
+import warnings
 
 import numpy as np
 
-from utils.clustering import spherical_kmeans
-from utils.config import AUTHORS_KMEANS_SEED, PAPER_NUM_CENTERS
+from utils.clustering import member_centers, spherical_kmeans
+from utils.config import (
+    AUTHORS_KMEANS_SEED,
+    DEFAULT_K_CRITERION,
+    GAMMA,
+    K_CRITERIA,
+    PAPER_NUM_CENTERS,
+)
 from utils.errors import StageError
 from utils.paths import backbone_tag
 from utils.provenance import StageRun
 from utils.reuse import up_to_date
 from utils.rows import l2_normalize
 
-SAMPLE = 5000
-KMEANS = dict(niter=50, nredo=1, max_points_per_centroid=256, seed=AUTHORS_KMEANS_SEED)
+SAMPLE = 5000  # train images the criteria look at (a seeded sample above this)
+VIEW_DIMS = 64  # principal components of the view
+KMEANS_INIT = 3  # k-means++ restarts of the clustering the index criteria score
+SILHOUETTE_SAMPLE = 5000  # the silhouette costs N^2: taken on this many of the sample's points
+STABILITY_SPLITS = 10  # random halvings per K (each on the data and on the reference)
+STABILITY_INIT = 3  # k-means++ restarts of each half's k-means (the one with the lowest objective)
+SEED = 0
+# The semantic centers of the text criteria: spherical k-means as stage 3's, fewer iterations.
+CENTERS_KMEANS = dict(niter=50, nredo=1, max_points_per_centroid=256, seed=AUTHORS_KMEANS_SEED)
+# base criterion: (better, the rule that picks K from its curve)
+RULES = {
+    "silhouette": ("higher", "the largest mean silhouette"),
+    "davies-bouldin": ("lower", "the smallest Davies-Bouldin index"),
+    "calinski-harabasz": ("higher", "the largest Calinski-Harabasz index"),
+    "stability": ("higher", "the smallest K within one standard error of the largest stability gain over the reference"),
+}
+LABELS = {"silhouette": "mean silhouette (cosine)", "davies-bouldin": "Davies-Bouldin index",
+          "calinski-harabasz": "Calinski-Harabasz index", "stability": "stability gain (ARI of halves, data - reference)"}
 
 
 def resolve_num_clusters(args, labels, run=None, device=None):
@@ -49,56 +95,229 @@ def default_num_centers(dataset, num_train, k_clusters):
     return max(int(round(num_train / 300)), 3 * k_clusters), "Eq. 2: max(N/300, 3K)"
 
 
-def silhouette_curve(x, ks, device=None, sample=SAMPLE, seed=0):
-    """Mean cosine silhouette of a spherical k-means clustering of x for every K in ks."""
-    from sklearn.metrics import silhouette_score
-    from tqdm import tqdm
+def base_criterion(criterion):
+    """`stability` for `text-stability`: what is computed, whatever the features."""
+    if criterion not in K_CRITERIA:
+        raise StageError(f"--k-criterion {criterion!r} is not one of {', '.join(K_CRITERIA)}")
+    return criterion.removeprefix("text-")
 
-    rows = np.sort(np.random.default_rng(seed).choice(len(x), min(len(x), sample), replace=False))
+
+def sample_rows(num_rows, size=SAMPLE, seed=SEED):
+    """The rows the criteria look at: all of them up to `size`, else a seeded sample, in order."""
+    if num_rows <= size:
+        return np.arange(num_rows)
+    return np.sort(np.random.default_rng(seed).choice(num_rows, size, replace=False))
+
+
+def counterparts(images, nouns, num_centers, device=None):
+    """Text counterparts of `images` as stages 3-4 make them, with `num_centers` semantic centers."""
+    from utils.text_space import (
+        RETRIEVAL_TAU,
+        reverse_classify,
+        soft_retrieve,
+        top_nouns_per_center,
+    )
+
+    num_centers = min(num_centers, len(images))
+    assignments, centroids = spherical_kmeans(images, num_centers, device=device, **CENTERS_KMEANS)
+    centers, _ = member_centers(images, assignments, num_centers, fallback=centroids)
+    noun_center, confidence = reverse_classify(nouns, centers)
+    kept, _ = top_nouns_per_center(noun_center, confidence, num_centers, GAMMA)
+    return soft_retrieve(images, nouns[kept], RETRIEVAL_TAU, device="cpu" if device is None else device)
+
+
+def view(x, dims=VIEW_DIMS, seed=SEED):
+    """Rows of x on their first `dims` principal components, L2-normalised (float32)."""
+    from sklearn.decomposition import PCA
+
+    dims = min(dims, x.shape[1], len(x) - 1)
+    return l2_normalize(PCA(dims, random_state=seed).fit_transform(x).astype(np.float32))
+
+
+def features(criterion, images, nouns=None, num_centers=None, device=None):
+    """The view a criterion scores: of the images, or for text-* of [image, counterpart]."""
+    x = l2_normalize(np.asarray(images, dtype=np.float32))
+    if criterion.startswith("text-"):
+        x = l2_normalize(np.hstack([x, counterparts(x, nouns, num_centers, device)]))
+    return view(x)
+
+
+def _kmeans(z, k, seed, n_init):
+    from sklearn.cluster import KMeans
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fewer distinct points than k: the score says it
+        return KMeans(k, n_init=n_init, random_state=seed).fit(z)
+
+
+def index_curve(z, ks, name, seed=SEED):
+    """One of scikit-learn's cluster indices of the k-means clustering of z, for every K in ks
+    (None where k-means found fewer than two clusters)."""
+    from sklearn import metrics
+
     scores = {}
-    for k in tqdm(ks, desc="--num-clusters auto: silhouette per K", unit="K"):
-        assignments, _ = spherical_kmeans(x, k, device=device, **KMEANS)
-        labels = assignments[rows]
-        scores[k] = float(silhouette_score(x[rows], labels, metric="cosine")) if len(np.unique(labels)) > 1 else -1.0
+    for k in ks:
+        labels = _kmeans(z, k, seed, KMEANS_INIT).labels_
+        if len(np.unique(labels)) < 2:
+            scores[k] = None
+        elif name == "silhouette":
+            size = SILHOUETTE_SAMPLE if len(z) > SILHOUETTE_SAMPLE else None
+            scores[k] = float(metrics.silhouette_score(z, labels, metric="cosine", sample_size=size, random_state=seed))
+        elif name == "davies-bouldin":
+            scores[k] = float(metrics.davies_bouldin_score(z, labels))
+        else:
+            scores[k] = float(metrics.calinski_harabasz_score(z, labels))
     return scores
+
+
+def stability_curve(z, ks, splits=None, seed=SEED):
+    """For every K: mean ARI between k-means fitted on two disjoint random halves of z (each labels
+    all of z), minus the same on a Gaussian reference with z's mean and covariance; and the
+    standard error of that difference."""
+    from sklearn.metrics import adjusted_rand_score
+
+    splits = splits or STABILITY_SPLITS
+    rng = np.random.default_rng(seed)
+    reference = l2_normalize(rng.multivariate_normal(z.mean(0), np.cov(z, rowvar=False), size=len(z)).astype(np.float32))
+    orders = [rng.permutation(len(z)) for _ in range(splits)]
+    half = len(z) // 2
+
+    def agreement(x, order, k, draw):
+        first = _kmeans(x[order[:half]], k, seed + 2 * draw, STABILITY_INIT).predict(x)
+        second = _kmeans(x[order[half:2 * half]], k, seed + 2 * draw + 1, STABILITY_INIT).predict(x)
+        return adjusted_rand_score(first, second)
+
+    scores, errors = {}, {}
+    for k in ks:
+        data = np.array([agreement(z, order, k, i) for i, order in enumerate(orders)])
+        null = np.array([agreement(reference, order, k, i) for i, order in enumerate(orders)])
+        scores[k] = float(data.mean() - null.mean())
+        errors[k] = float(np.sqrt((data.var(ddof=1) + null.var(ddof=1)) / splits)) if splits > 1 else 0.0
+    return scores, errors
+
+
+def criterion_curve(criterion, images, ks, nouns=None, num_centers=None, device=None):
+    """The curve of `criterion` over ks on these images (the sample): (scores, standard errors or None)."""
+    from threadpoolctl import threadpool_limits
+
+    base = base_criterion(criterion)
+    # One thread: k-means on a few thousand rows gains little from more, and loses much when the
+    # cores are shared; and the curve is then the same whatever the machine's thread count.
+    with threadpool_limits(1):
+        z = features(criterion, images, nouns, num_centers, device)
+        if base == "stability":
+            return stability_curve(z, ks)
+        return index_curve(z, ks, base), None
+
+
+def choose(criterion, scores, errors=None):
+    """The K the criterion's rule picks from its curve, and the two runners-up (the next best
+    scores); ties go to the smaller K."""
+    better, _ = RULES[base_criterion(criterion)]
+    sign = 1 if better == "higher" else -1
+    valid = {k: v for k, v in scores.items() if v is not None}
+    if not valid:
+        raise StageError("k-means found fewer than two clusters for every K tried: the train images are (nearly) all the same")
+    best = max(sorted(valid), key=lambda k: sign * valid[k])
+    chosen = min(k for k in valid if sign * valid[k] >= sign * valid[best] - errors[best]) if errors else best
+    runners_up = sorted((k for k in valid if k != chosen), key=lambda k: (-sign * valid[k], k))[:2]
+    return chosen, runners_up
 
 
 def estimate(run, args, device=None):
     """The K that `--num-clusters auto` stands for, computed once and cached; also its record."""
     low, high = args.auto_range  # MIN <= MAX: checked when the arguments are parsed (utils.errors.parse_args)
-    settings = argparse.Namespace(criterion="silhouette (cosine) of spherical k-means on the train image embeddings",
-                                  low=low, high=high, sample=SAMPLE, **KMEANS)
+    criterion = getattr(args, "k_criterion", None) or DEFAULT_K_CRITERION
+    base = base_criterion(criterion)
+    settings = argparse.Namespace(criterion=criterion, low=low, high=high, sample=SAMPLE, view_dims=VIEW_DIMS,
+                                  kmeans_init=KMEANS_INIT, splits=STABILITY_SPLITS, seed=SEED,
+                                  **({"gamma": GAMMA, "centers_kmeans": CENTERS_KMEANS} if criterion != base else {}))
     folder = os.path.join(run.layout.dataset, "num_clusters_auto")
-    path, plot = os.path.join(folder, f"silhouette_k{low}-{high}.json"), os.path.join(folder, f"silhouette_k{low}-{high}.png")
+    path, plot = os.path.join(folder, f"{criterion}_k{low}-{high}.json"), os.path.join(folder, f"{criterion}_k{low}-{high}.png")
     if not (up_to_date(path, __file__, settings) and os.path.exists(plot)):
         cache = StageRun(__file__, settings, args.data_dir, dataset=args.dataset, backbone=backbone_tag(args.backbone))
-        images = cache.load_embedding(run.path("image_embedding", split="train"))
-        high = min(high, len(images) - 1)
-        if high < low:
-            raise StageError(f"--auto-range starts at {low} but there are only {len(images)} train images: lower MIN")
-        scores = silhouette_curve(l2_normalize(images), range(low, high + 1), device)
-        chosen = max(scores, key=scores.get)
-        record = {"criterion": settings.criterion, "range": [low, high], "chosen": chosen,
-                  "scores": {str(k): round(v, 6) for k, v in scores.items()}}
+        rows = cache.open_embedding(run.path("image_embedding", split="train"))
+        picked = sample_rows(len(rows))
+        top = min(high, len(picked) // 2)  # stability fits k-means on half the sample
+        if top < low:
+            raise StageError(f"--auto-range starts at {low} but there are only {len(rows)} train images: lower MIN")
+        nouns = num_centers = None
+        if criterion != base:
+            nouns = cache.load_embedding(run.path("noun_embedding"))
+            num_centers = default_num_centers(args.dataset, len(rows), high)[0]
+        scores, errors = criterion_curve(criterion, rows.take(picked), range(low, top + 1), nouns, num_centers, device)
+        chosen, runners_up = choose(criterion, scores, errors)
+        record = {"criterion": criterion, "better": RULES[base][0], "rule": RULES[base][1], "range": [low, top],
+                  "sample": int(len(picked)), "train_images": int(len(rows)), "chosen": chosen, "runners_up": runners_up,
+                  "scores": {str(k): None if v is None else round(v, 6) for k, v in scores.items()}}
+        if errors is not None:
+            record["standard_errors"] = {str(k): round(v, 6) for k, v in errors.items()}
+        if num_centers is not None:
+            record["semantic_centers"] = int(num_centers)
         cache.save_json(path, record)
-        cache.save_figure(plot, _figure(scores, chosen), {"chosen": chosen})
+        cache.save_figure(plot, figure(record), {"chosen": chosen, "criterion": criterion})
     record = run.load_json(path, "utils/num_clusters.py")
-    print(f"--num-clusters auto: K = {record['chosen']} (largest mean silhouette over K = {low}..{record['range'][1]}; {plot})")
-    return record["chosen"], {"num_clusters_auto": {"criterion": record["criterion"], "range": record["range"],
-                                                    "scores": record["scores"], "file": os.path.relpath(path, run.layout.run)}}
+    k = record["chosen"]
+    print(f"--num-clusters auto: K = {k} by {criterion} over K = {low}..{record['range'][1]} ({record['rule']}; "
+          f"{record['sample']} of {record['train_images']} train images); runners-up {', '.join(map(str, record['runners_up']))}; "
+          f"curve: {plot}")
+    print(f"  to pin it: {pin_command(k)}")
+    kept = ("criterion", "better", "rule", "range", "sample", "chosen", "runners_up", "scores", "standard_errors", "semantic_centers")
+    return k, {"num_clusters_auto": {**{key: record[key] for key in kept if key in record},
+                                     "file": os.path.relpath(path, run.layout.run), "plot": os.path.relpath(plot, run.layout.run)}}
 
 
-def _figure(scores, chosen):
+def pin_command(k, argv=None):
+    """The command this process runs with `--num-clusters auto` replaced by K (and the flags that
+    only `auto` reads dropped); just `--num-clusters K` when no such command is found."""
+    argv = list(getattr(sys, "orig_argv", []) if argv is None else argv)
+    scripts = [i for i, word in enumerate(argv) if word.endswith(".py")]
+    if not scripts:
+        return f"--num-clusters {k}"
+    words, out, i = argv[scripts[0]:], [], 0
+    found = False
+    while i < len(words):
+        word = words[i]
+        if word in ("--num-clusters", "--num-clusters=auto") and (word.endswith("auto") or words[i + 1:i + 2] == ["auto"]):
+            out += ["--num-clusters", str(k)]
+            i += 1 if word.endswith("auto") else 2
+            found = True
+        elif word == "--auto-range":
+            i += 3
+        elif word == "--k-criterion":
+            i += 2
+        elif word.startswith(("--auto-range=", "--k-criterion=")):
+            i += 1
+        else:
+            out.append(word)
+            i += 1
+    return shlex.join(["python3", *out]) if found else f"--num-clusters {k}"
+
+
+def figure(record):
+    """The criterion's curve over K, the chosen K and the runners-up marked."""
     import matplotlib.pyplot as plt
 
     from utils import figures  # noqa: F401  (sets the file-only backend)
 
-    figure, axis = plt.subplots(figsize=(5, 3.5))
+    scores = {int(k): v for k, v in record["scores"].items() if v is not None}
+    errors = {int(k): v for k, v in record.get("standard_errors", {}).items()}
     ks = sorted(scores)
-    axis.plot(ks, [scores[k] for k in ks], marker="o", ms=3)
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    axis.errorbar(ks, [scores[k] for k in ks], yerr=[errors.get(k, 0) for k in ks] if errors else None,
+                  marker="o", ms=3, capsize=2, color="tab:blue")
     axis.set_xticks(ks if len(ks) <= 25 else ks[::max(1, len(ks) // 20)])
+    chosen = record["chosen"]
+    if errors:  # the rule's line: one standard error below the best score
+        best = max(ks, key=lambda k: scores[k])
+        axis.axhline(scores[best] - errors[best], color="grey", linestyle=":", linewidth=1, label="best - 1 standard error")
     axis.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen K = {chosen}")
-    axis.set(xlabel="K", ylabel="mean silhouette (cosine)", title="--num-clusters auto")
-    axis.legend()
+    for rank, k in enumerate(record["runners_up"]):
+        axis.axvline(k, color="tab:orange", linestyle=":", label="runners-up" if rank == 0 else None)
+        axis.annotate(str(k), (k, scores[k]), textcoords="offset points", xytext=(3, 4), fontsize=8, color="tab:orange")
+    base = base_criterion(record["criterion"])
+    axis.set(xlabel="K", ylabel=LABELS[base] + (" [image, counterpart]" if base != record["criterion"] else ""),
+             title=f"--k-criterion {record['criterion']} ({record['better']} is better)")
+    axis.legend(fontsize=8)
     plt.close(figure)
     return figure

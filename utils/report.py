@@ -58,10 +58,11 @@ class ClusterReport:
     clustered (test) images: `index` maps a row to its image in the dataset."""
 
     def __init__(self, title, preds, confidence, index, ranked, sizes, paths=None, labels=None, class_names=None,
-                 majority=None, relations=None, match=None, shown=8, links=True):
+                 majority=None, relations=None, match=None, shown=8, links=True, k_choice=None):
         """`paths` name each image (a file, or a sample of a webdataset or Hugging Face dataset);
         `links`: they are files, which the report links to."""
         self.title, self.preds, self.confidence, self.index = title, preds, confidence, index
+        self.k_choice = k_choice  # how --num-clusters auto chose K (name_clusters.k_choice), or None
         self.ranked, self.sizes, self.paths, self.links = ranked, sizes, paths, bool(paths) and links
         self.labels, self.class_names, self.majority, self.relations, self.match = labels, class_names, majority, relations, match
         self.clusters = [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]  # largest first
@@ -86,6 +87,21 @@ class ClusterReport:
         if self.relations is not None:
             line += f"; its top name {RELATION_WORDS[self.relations[cluster]]}"
         return line + "."
+
+    def k_lines(self):
+        """How K was chosen, in words: (the sentence, the pin command, the curve's rows (K, score, error, mark))."""
+        c = self.k_choice
+        low, high = c["range"]
+        runners = ", ".join(f"K = {k}" for k in c["runners_up"])
+        sentence = (f"K = {c['chosen']} was chosen without labels by --k-criterion {c['criterion']}: {c['rule']} "
+                    f"({c['better']} is better), over K = {low}..{high} on a seeded sample of {c['sample']} train images. "
+                    f"Runners-up: {runners}.")
+        errors = c.get("standard_errors") or {}
+        rows = []
+        for k, score in sorted(c["scores"].items(), key=lambda kv: int(kv[0])):
+            mark = "chosen" if int(k) == c["chosen"] else ("runner-up" if int(k) in c["runners_up"] else "")
+            rows.append((int(k), "none" if score is None else f"{score:.4f}", f"± {errors[k]:.4f}" if k in errors else "", mark))
+        return sentence, c["pin"], rows
 
     def names(self, cluster):
         return ", ".join(f"{w} ({m:.2f})" for w, m in self.ranked[cluster])
@@ -125,6 +141,19 @@ class ClusterReport:
                          f"{self.match['top_name_is_class_or_synonym_or_hypernym']} of {self.match['clusters']} clusters; "
                          f"{100 * self.match['images_whose_cluster_name_names_their_class']:.1f}% of images are in a cluster "
                          f"whose top name names their class.</p>")
+        if self.k_choice is not None:
+            sentence, pin, rows = self.k_lines()
+            parts += ['<h2 id="num-clusters">Number of clusters</h2>', f"<p>{esc(sentence)} To pin it (or to try a runner-up), run the "
+                      f"command with <code>--num-clusters {self.k_choice['chosen']}</code> in place of "
+                      f"<code>--num-clusters auto</code>:</p>",
+                      f"<pre>{esc(pin)}</pre>"]
+            if self.k_choice.get("image"):
+                parts.append(f'<p><img src="{esc(self.k_choice["image"])}" alt="{esc(self.k_choice["criterion"])} over K, '
+                             f'chosen K = {self.k_choice["chosen"]}" style="max-width: 36em"></p>')
+            parts += [f"<details><summary>The {esc(self.k_choice['criterion'])} curve</summary>",
+                      "<table><tr><th>K</th><th>score</th><th>standard error</th><th></th></tr>",
+                      *(f"<tr><td>{k}</td><td>{score}</td><td>{error}</td><td>{mark}</td></tr>" for k, score, error, mark in rows),
+                      "</table></details>"]
         parts += ["<h2>Overview</h2>", '<table id="overview"><tr><th>cluster</th><th>images</th><th></th><th>names (mass)</th></tr>']
         largest = max(int(self.sizes.max()), 1)
         for c in self.clusters:
@@ -156,6 +185,14 @@ class ClusterReport:
                  "open `index.html` for every cluster's most and least confident images. Every image's cluster and "
                  "confidence: `../assignments.csv`.", "", "| cluster | images | names (mass) |", "|---|---|---|"]
         lines += [f"| [{c}](#cluster-{c}) | {self.sizes[c]} | {self.names(c)} |" for c in self.clusters]
+        if self.k_choice is not None:
+            sentence, pin, rows = self.k_lines()
+            lines += ["", "## Number of clusters", "", sentence, "", f"To pin it, run the command with `--num-clusters "
+                      f"{self.k_choice['chosen']}` in place of `--num-clusters auto`:", "", f"    {pin}", ""]
+            if self.k_choice.get("image"):
+                lines += [f"![{self.k_choice['criterion']} over K]({self.k_choice['image']})", ""]
+            lines += ["| K | score | standard error | |", "|---|---|---|---|"]
+            lines += [f"| {k} | {score} | {error} | {mark} |" for k, score, error, mark in rows]
         for c in self.clusters:
             lines += ["", f"## Cluster {c}", "", f"{self.sizes[c]} images. Names: {self.names(c)}. {self.majority_line(c)}".rstrip()]
             if with_thumbnails:

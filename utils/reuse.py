@@ -48,11 +48,17 @@ SAME_RESULT = {
 }
 
 
+# how --num-clusters auto estimates K: no part of the result when K is given
+AUTO_K = ("auto_range", "k_criterion")
+
+
 def result_args(script, args):
     """The recorded arguments (a dict of JSON-able values) that can change `script`'s result."""
     ignored = set(PLACEMENT)
     if script in SAME_RESULT:
         ignored |= set(SAME_RESULT[script](args))
+    if args.get("num_clusters") != "auto":
+        ignored |= set(AUTO_K)
     return {k: v for k, v in args.items() if k not in ignored}
 
 

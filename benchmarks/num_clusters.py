@@ -1,0 +1,294 @@
+"""How well `--num-clusters auto` finds K, criterion by criterion, on data whose K is known.
+
+Data: planted blobs with K = 3, 5, 10 and 20 and an imbalanced mixture (K = 8, largest class ten
+times the smallest), the offline default (Fashion-MNIST through lite0-minilm, 10,000 train and
+10,000 test images, as command 1 of the README makes them), seeded subsets of it with 4 and 7
+classes, and every paper dataset whose embeddings and vocabulary are under --data-dir. For each:
+the true K, the K of every criterion (utils/num_clusters.py, `--auto-range 2 20`, estimated through
+the function the stages call, its cache removed first) with its wall time, and TAC without
+training (stages 3-5 run as their scripts, with their defaults, `--num-clusters K`) at that K:
+ACC/NMI/ARI on the test split. Then the time of each criterion on the train embeddings of 50,000
+Fashion-MNIST images (--large), or 50,000 planted rows of the same width when they are absent.
+
+The default criterion was chosen on the cases marked `chose` (the planted blobs with K = 3, 5, 10,
+20 and the offline default); the others were held out.
+
+    python3 benchmarks/num_clusters.py [--data-dir ./data] [--out data/benchmarks/num_clusters]
+                                       [--criteria stability silhouette ...] [--cases blobs-3 ...]
+
+Every file goes under --out, the embeddings there as hand-placed files (links to --data-dir's
+where they exist), so a second run reuses stages 3-5 and re-times only the criteria. Stage output
+goes to --out/log.txt.
+"""
+import argparse
+import contextlib
+import csv
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from run_pipeline import run_stage  # noqa: E402
+from utils.config import AUTO_RANGE, DEFAULT_K_CRITERION, K_CRITERIA, PAPER_NUM_CENTERS  # noqa: E402
+from utils.num_clusters import SAMPLE, resolve_num_clusters  # noqa: E402
+from utils.provenance import StageRun  # noqa: E402
+
+CHOSE_ON = ("blobs-3", "blobs-5", "blobs-10", "blobs-20", "fashion-mnist")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+LARGE_ROWS = 50000
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def blobs(sizes, seed, dim=128, std=0.15, test_share=0.4, nouns_per_class=3, distractors=300):
+    """Gaussian blobs around random unit directions (scikit-learn's make_blobs), unnormalised as
+    an encoder's rows; a vocabulary with nouns near every class direction and random distractors."""
+    from sklearn.datasets import make_blobs
+
+    rng = np.random.default_rng(seed)
+    centers = unit(rng.standard_normal((len(sizes), dim)))
+    splits = {}
+    for split, share, offset in (("train", 1.0, 0), ("test", test_share, 1)):
+        counts = [max(2, int(round(share * s))) for s in sizes]
+        x, y = make_blobs(n_samples=counts, centers=centers, cluster_std=std, random_state=seed * 10 + offset)
+        splits[split] = (3 * x.astype(np.float32), y.astype(np.int64))
+    near = np.repeat(centers, nouns_per_class, axis=0) + 0.05 * rng.standard_normal((len(sizes) * nouns_per_class, dim))
+    nouns = np.vstack([near, rng.standard_normal((distractors, dim))]).astype(np.float32)
+    words = [f"class{c}_{i}" for c in range(len(sizes)) for i in range(nouns_per_class)] + [f"distractor{j}" for j in range(distractors)]
+    return splits, words, nouns
+
+
+def place(path, array=None, source=None):
+    """A hand-placed input: `array` saved, or `source` linked (copied across file systems); kept as is when there."""
+    if os.path.exists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if source is None:
+        np.save(path, array)
+        return
+    try:
+        os.link(source, path)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, path)
+
+
+def write_words(path, words):
+    if not os.path.exists(path):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f, lineterminator="\n").writerows([["word"]] + [[w] for w in words])
+
+
+class Case:
+    def __init__(self, name, backbone, true_k, note):
+        self.name, self.backbone, self.true_k, self.note = name, backbone, true_k, note
+
+
+def blob_cases(out):
+    specs = [(f"blobs-{k}", [5000 // k] * k, k) for k in (3, 5, 10, 20)]
+    sizes = [int(round(1500 * 0.1 ** (i / 7))) for i in range(8)]
+    specs.append(("blobs-imbalanced", sizes, 100))
+    cases = []
+    for name, per_class, seed in specs:
+        splits, words, nouns = blobs(per_class, seed)
+        folder, vocab = os.path.join(out, name, name), os.path.join(out, "nouns", name)
+        for split, (x, y) in splits.items():
+            place(os.path.join(folder, f"image_embedding_{split}.npy"), x)
+            place(os.path.join(folder, f"labels_{split}.npy"), y)
+        place(os.path.join(vocab, "noun_embedding.npy"), nouns)
+        write_words(os.path.join(vocab, "nouns.csv"), words)
+        shape = "class sizes " + "-".join(map(str, per_class)) if len(set(per_class)) > 1 else f"{per_class[0]} per class"
+        cases.append(Case(name, name, len(per_class), f"128-d, {shape}"))
+    return cases
+
+
+def fashion_cases(data_dir, out):
+    source, vocab = os.path.join(data_dir, "fashion-mnist", "lite0-minilm"), os.path.join(data_dir, "nouns", "lite0-minilm")
+    needed = [os.path.join(source, f"{kind}_{split}.npy") for kind in ("image_embedding", "labels") for split in ("train", "test")]
+    needed += [os.path.join(vocab, name) for name in ("noun_embedding.npy", "nouns.csv")]
+    if not all(os.path.exists(p) for p in needed):
+        print("skipping Fashion-MNIST: make its embeddings first with  python3 run_pipeline.py --dataset fashion-mnist "
+              "--backbone lite0-minilm --train-subset 10000 --nouns data/ImageNet21kNouns.csv --templates \"a photo of a {}.\"")
+        return []
+    for name in ("noun_embedding.npy", "nouns.csv"):
+        place(os.path.join(out, "nouns", "lite0-minilm", name), source=os.path.join(vocab, name))
+    labels = {split: np.load(os.path.join(source, f"labels_{split}.npy")) for split in ("train", "test")}
+    cases = []
+    for count in (10, 4, 7):
+        classes = np.arange(10) if count == 10 else np.sort(np.random.default_rng(0).choice(10, count, replace=False))
+        name = "fashion-mnist" if count == 10 else f"fashion-mnist-{count}"
+        folder = os.path.join(out, name, "lite0-minilm")
+        for split in ("train", "test"):
+            if count == 10:
+                for kind in ("image_embedding", "labels"):
+                    place(os.path.join(folder, f"{kind}_{split}.npy"), source=os.path.join(source, f"{kind}_{split}.npy"))
+                continue
+            rows = np.flatnonzero(np.isin(labels[split], classes))
+            x = np.load(os.path.join(source, f"image_embedding_{split}.npy"), mmap_mode="r")[rows]
+            place(os.path.join(folder, f"image_embedding_{split}.npy"), np.ascontiguousarray(x))
+            place(os.path.join(folder, f"labels_{split}.npy"), np.searchsorted(classes, labels[split][rows]).astype(np.int64))
+        note = "offline default" if count == 10 else "classes " + ", ".join(FASHION_CLASSES[c] for c in classes)
+        cases.append(Case(name, "lite0-minilm", count, f"{int(np.isin(labels['train'], classes).sum())} train, {note}"))
+    return cases
+
+
+def paper_cases(data_dir, out):
+    """Paper datasets whose stage 1-2 outputs are under data_dir, for any backbone."""
+    cases = []
+    for dataset in PAPER_NUM_CENTERS:
+        root = os.path.join(data_dir, dataset)
+        for backbone in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            source, vocab = os.path.join(root, backbone), os.path.join(data_dir, "nouns", backbone)
+            files = [os.path.join(source, f"{kind}_{split}.npy") for kind in ("image_embedding", "labels") for split in ("train", "test")]
+            if not all(os.path.exists(p) for p in files + [os.path.join(vocab, "noun_embedding.npy")]):
+                continue
+            for path in files:
+                place(os.path.join(out, dataset, backbone, os.path.basename(path)), source=path)
+            for name in ("noun_embedding.npy", "nouns.csv"):
+                place(os.path.join(out, "nouns", backbone, name), source=os.path.join(vocab, name))
+            labels = np.load(files[2])
+            cases.append(Case(dataset, backbone, int(np.unique(labels[labels >= 0]).size), f"{len(labels)} train, {backbone}"))
+    return cases
+
+
+def estimate(out, case, criterion, log):
+    """The K `--num-clusters auto --k-criterion criterion` gives, and its wall time (cache removed first)."""
+    low, high = AUTO_RANGE
+    folder = os.path.join(out, case.name, case.backbone, "num_clusters_auto")
+    for ext in ("json", "png"):
+        for path in (os.path.join(folder, f"{criterion}_k{low}-{high}.{ext}"), os.path.join(folder, f"{criterion}_k{low}-{high}.{ext}.meta.json")):
+            if os.path.exists(path):
+                os.remove(path)
+    args = argparse.Namespace(data_dir=out, dataset=case.name, backbone=case.backbone, num_clusters="auto",
+                              auto_range=[low, high], k_criterion=criterion)
+    run = StageRun(__file__, args, out, dataset=case.name, backbone=case.backbone)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        k = resolve_num_clusters(args, None, run, device="cpu")
+    return k, time.perf_counter() - start, run.record["num_clusters_auto"]
+
+
+def tac(out, case, k, log):
+    """TAC without training at K: stages 3-5 (their scripts, defaults) in run K<k>; ACC/NMI/ARI."""
+    common = ["--data-dir", out, "--dataset", case.name, "--backbone", case.backbone, "--device", "cpu", "--run", f"K{k}"]
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        run_stage("filter_nouns.py", common + ["--num-clusters", k])
+        run_stage("retrieve_text.py", common)
+        outputs = run_stage("concat_kmeans.py", common + ["--num-clusters", k])
+    with open(outputs[1]) as f:
+        return json.load(f)["metrics"]
+
+
+def large_case(args, out):
+    """The train embeddings of --large (50,000 Fashion-MNIST images) placed by hand, else planted rows of that size."""
+    folder = os.path.join(out, "large", "lite0-minilm")
+    path = os.path.join(folder, "image_embedding_train.npy")
+    if os.path.exists(args.large) and np.load(args.large, mmap_mode="r").shape[0] >= LARGE_ROWS:
+        place(path, source=args.large)
+        what = f"the train embeddings of {np.load(path, mmap_mode='r').shape[0]:,} Fashion-MNIST images ({args.large})"
+    else:
+        rng = np.random.default_rng(0)
+        centers = rng.standard_normal((10, 1280))
+        place(path, (centers[rng.integers(0, 10, LARGE_ROWS)] + 2 * rng.standard_normal((LARGE_ROWS, 1280))).astype(np.float32))
+        what = f"{LARGE_ROWS:,} planted 1280-d rows ({args.large} is absent)"
+    for name in ("noun_embedding.npy", "nouns.csv"):
+        source = os.path.join(args.data_dir, "nouns", "lite0-minilm", name)
+        if os.path.exists(source):
+            place(os.path.join(out, "nouns", "lite0-minilm", name), source=source)
+    return Case("large", "lite0-minilm", None, what)
+
+
+def cell(metrics):
+    return f"{metrics['acc']:.1f} / {metrics['nmi']:.1f} / {metrics['ari']:.1f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"), help="where the pipeline's embeddings are")
+    parser.add_argument("--out", default=os.path.join(ROOT, "data", "benchmarks", "num_clusters"))
+    parser.add_argument("--criteria", nargs="+", default=list(K_CRITERIA), choices=K_CRITERIA)
+    parser.add_argument("--cases", nargs="+", default=None, help="only these cases (default: all)")
+    parser.add_argument("--large", default=os.path.join(ROOT, "data", "fm50k", "fashion-mnist", "lite0-minilm", "image_embedding_train.npy"),
+                        help="train embeddings of 50,000 images for the time row (python3 image_embedding.py --data-dir data/fm50k "
+                             "--dataset fashion-mnist --backbone lite0-minilm --train-subset 50000 makes them)")
+    parser.add_argument("--skip-large", action="store_true")
+    args = parser.parse_args()
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    cases = blob_cases(out) + fashion_cases(args.data_dir, out) + paper_cases(args.data_dir, out)
+    cases = [c for c in cases if args.cases is None or c.name in args.cases]
+    results = []
+    with open(os.path.join(out, "log.txt"), "a") as log:
+        for case in cases:
+            print(f"{case.name} (K = {case.true_k}; {case.note})", flush=True)
+            tac_at = {}
+            row = {"case": case.name, "true_k": case.true_k, "note": case.note, "chose": case.name in CHOSE_ON, "criteria": {}}
+            for criterion in args.criteria:
+                k, seconds, record = estimate(out, case, criterion, log)
+                row["criteria"][criterion] = {"k": k, "seconds": round(seconds, 1), "runners_up": record["runners_up"]}
+                print(f"  {criterion:24s} K = {k:2d} in {seconds:5.1f} s (runners-up {record['runners_up']})", flush=True)
+            for k in sorted({case.true_k} | {c["k"] for c in row["criteria"].values()}):
+                tac_at[k] = tac(out, case, k, log)
+            row["tac"] = {str(k): m for k, m in tac_at.items()}
+            print(f"  TAC without training (ACC / NMI / ARI) at the true K {case.true_k}: {cell(tac_at[case.true_k])}", flush=True)
+            results.append(row)
+        timing = []
+        if not args.skip_large:
+            case = large_case(args, out)
+            print(f"time on {case.note}, --auto-range 2 20, a seeded sample of {SAMPLE:,}", flush=True)
+            for criterion in args.criteria:
+                if criterion.startswith("text-") and not os.path.exists(os.path.join(out, "nouns", "lite0-minilm", "noun_embedding.npy")):
+                    continue
+                k, seconds, _ = estimate(out, case, criterion, log)
+                timing.append({"criterion": criterion, "k": k, "seconds": round(seconds, 1)})
+                print(f"  {criterion:24s} K = {k:2d} in {seconds:5.1f} s", flush=True)
+    text = report(results, timing, args.criteria, case.note if timing else None)
+    print("\n" + text)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"cases": results, "time_50k": timing, "sample": SAMPLE}, f, indent=1)
+
+
+def report(results, timing, criteria, large_note):
+    lines = ["| data | true K | " + " | ".join(criteria) + " |", "|---|---|" + "---|" * len(criteria)]
+    for row in results:
+        marks = []
+        for criterion in criteria:
+            c = row["criteria"][criterion]
+            hit = "**" if c["k"] == row["true_k"] else ""
+            marks.append(f"{hit}{c['k']}{hit} ({c['seconds']:.0f} s)")
+        lines.append(f"| {row['case']}{' (chose)' if row['chose'] else ''} | {row['true_k']} | " + " | ".join(marks) + " |")
+    lines += ["", "TAC without training at each criterion's K, ACC / NMI / ARI on the test split:", "",
+              "| data | at the true K | " + " | ".join(criteria) + " |", "|---|---|" + "---|" * len(criteria)]
+    for row in results:
+        tac_at = row["tac"]
+        lines.append(f"| {row['case']} | {cell(tac_at[str(row['true_k'])])} | "
+                     + " | ".join(cell(tac_at[str(row['criteria'][c]['k'])]) for c in criteria) + " |")
+    lines += ["", "| criterion | exact K, chose on | within 1, chose on | exact K, held out | within 1, held out |", "|---|---|---|---|---|"]
+    for criterion in criteria:
+        counts = []
+        for chose in (True, False):
+            rows = [r for r in results if r["chose"] == chose]
+            off = [abs(r["criteria"][criterion]["k"] - r["true_k"]) for r in rows]
+            counts.append((sum(o == 0 for o in off), sum(o <= 1 for o in off), len(rows)))
+        name = f"{criterion} (default)" if criterion == DEFAULT_K_CRITERION else criterion
+        lines.append(f"| {name} | {counts[0][0]}/{counts[0][2]} | {counts[0][1]}/{counts[0][2]} | "
+                     f"{counts[1][0]}/{counts[1][2]} | {counts[1][1]}/{counts[1][2]} |")
+    if timing:
+        lines += ["", f"Time of the estimate on {large_note}, --auto-range 2 20, a seeded sample of {SAMPLE:,}:", "",
+                  "| criterion | K | seconds |", "|---|---|---|"]
+        lines += [f"| {t['criterion']} | {t['k']} | {t['seconds']:.1f} |" for t in timing]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

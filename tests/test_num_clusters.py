@@ -1,0 +1,65 @@
+"""K without labels (utils/num_clusters.py): the default criterion on planted blobs, the rule that
+reads K off a curve, and the command that pins K."""
+import numpy as np
+import pytest
+
+from utils.config import DEFAULT_K_CRITERION, K_CRITERIA
+from utils.num_clusters import choose, criterion_curve, pin_command
+
+
+def planted_blobs(k, per_class=30, dim=32):
+    """k Gaussian blobs (scikit-learn's make_blobs) around random unit directions, unnormalised."""
+    from sklearn.datasets import make_blobs
+
+    rng = np.random.default_rng(k)
+    centers = rng.standard_normal((k, dim))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    x, _ = make_blobs([per_class] * k, centers=centers, cluster_std=0.15, random_state=k)
+    return 3 * x.astype(np.float32)
+
+
+@pytest.mark.parametrize("k", [3, 5, 10, 20])
+def test_the_default_criterion_finds_the_k_of_planted_blobs_over_the_default_range(k):
+    scores, errors = criterion_curve(DEFAULT_K_CRITERION, planted_blobs(k), range(2, 21))
+    chosen, runners_up = choose(DEFAULT_K_CRITERION, scores, errors)
+    assert chosen == k, (scores, errors)
+    assert len(runners_up) == 2 and k not in runners_up
+
+
+def test_the_text_criteria_score_image_and_counterpart():
+    """text-*: counterparts from nouns near each blob, then the same criterion: the same K here."""
+    x = planted_blobs(4)
+    rng = np.random.default_rng(1)
+    nouns = np.vstack([x[::30][:4] + 0.01 * rng.standard_normal((4, x.shape[1])), rng.standard_normal((20, x.shape[1]))]).astype(np.float32)
+    for criterion in ("text-silhouette", "text-stability"):
+        scores, errors = criterion_curve(criterion, x, range(2, 9), nouns=nouns, num_centers=12)
+        assert choose(criterion, scores, errors)[0] == 4, (criterion, scores)
+
+
+def test_the_rule_reads_k_off_the_curve_and_names_the_runners_up():
+    scores = {2: 0.1, 3: 0.48, 4: 0.5, 5: 0.3}
+    errors = {k: 0.03 for k in scores}
+    assert choose("stability", scores, errors) == (3, [4, 5])  # the fewest clusters within one standard error of the best
+    assert choose("silhouette", scores) == (4, [3, 5])
+    assert choose("davies-bouldin", scores) == (2, [5, 3])  # lower is better
+    assert choose("silhouette", {2: None, 3: 0.2, 4: 0.2}) == (3, [4])  # ties go to the smaller K
+    assert {c.removeprefix("text-") for c in K_CRITERIA} == {"stability", "silhouette", "davies-bouldin", "calinski-harabasz"}
+
+
+def test_the_pin_command_is_the_users_command_with_k_in_place_of_auto():
+    argv = ["/usr/bin/python3", "run_pipeline.py", "--dataset", "folder:/my photos", "--num-clusters", "auto",
+            "--auto-range", "2", "30", "--k-criterion=silhouette", "--report"]
+    assert pin_command(7, argv) == "python3 run_pipeline.py --dataset 'folder:/my photos' --num-clusters 7 --report"
+    assert pin_command(7, ["python3", "filter_nouns.py", "--num-clusters=auto"]) == "python3 filter_nouns.py --num-clusters 7"
+    assert pin_command(7, ["pytest", "-q"]) == "--num-clusters 7"
+
+
+def test_a_run_of_another_criterion_gets_its_own_folder():
+    from run_pipeline import build_parser, variant_parts
+
+    def parts(*argv):
+        return variant_parts(build_parser().parse_args(list(argv)))
+
+    assert parts("--num-clusters", "auto") == ["Kauto"]  # the default criterion: the README's run name
+    assert parts("--num-clusters", "auto", "--k-criterion", "silhouette") == ["Kauto", "by-silhouette"]
+    assert parts("--num-clusters", "5", "--k-criterion", "silhouette") == ["K5"]  # only `auto` reads it
