@@ -54,6 +54,15 @@ def own_photos_run(tmp_path_factory, fashion_folder):
     argv = [f"folder:{folder}" if a == "folder:/path/to/photos" else a for a in argv]
     argv = [os.path.join(ROOT, a) if a.startswith("data/") else a for a in argv]  # README paths are from the repository root
     data = tmp_path_factory.mktemp("run") / "data"
+    # every 10th word of the README's vocabulary (3,701 of 37,009): encoding all of them took most
+    # of this test's time, and the vocabulary's encoding is not what it checks
+    vocabulary = argv[argv.index("--nouns") + 1]
+    with open(vocabulary, newline="") as f:
+        rows = list(csv.reader(f))
+    sliced = data.parent / "nouns.csv"
+    with open(sliced, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([rows[0]] + rows[1::10])
+    argv[argv.index("--nouns") + 1] = str(sliced)
     before = sorted(os.listdir(folder))
     result = run_script(script, *argv, "--data-dir", data)
     assert sorted(os.listdir(folder)) == before  # nothing written beside the photos
