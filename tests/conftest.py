@@ -60,6 +60,17 @@ def run_script(script, *args, cwd=ROOT, check=True, cli=False):
     return result
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module's tests (the bits of small matrix products depend on the count)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A 2-layer CLIP (32-px ViT, 64-wide text transformer, 32-d joint space), random weights,

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from conftest import ROOT, run_script
 
 from utils.distributed import EXIT_AFTER_SHARDS
@@ -36,14 +35,6 @@ def launch(script, *args, ranks=2, exit_after=None):
     runner = ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port", str(free_port())] if ranks else []
     command = [sys.executable, *runner, os.path.join(ROOT, script), *map(str, args)]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def stage_args(script, data, image_folder, tiny_clip, vocabulary):

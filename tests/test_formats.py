@@ -17,7 +17,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from conftest import run_script
 from test_distributed import assert_same_run, launch
 from test_faults import fails
@@ -123,14 +122,6 @@ def test_webdataset_through_the_pipeline_with_a_report(setting, shards):
                        "--backbone", setting["backbone"], "--device", "cpu")
     assert "train: encoding 100 new or changed images, reusing the rows of 100 unchanged ones" in again.stdout
     assert (stage1 / "image_embedding_train.npy").read_bytes() == before
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_webdataset_under_torchrun_is_the_bytes_of_one_process(tmp_path, setting, shards, one_thread):
