@@ -4,23 +4,29 @@ import numpy as np
 import pytest
 
 from utils.config import DEFAULT_K_CRITERION, K_CRITERIA
-from utils.num_clusters import choose, criterion_curve, pin_command
+from utils.num_clusters import choose, criterion_curve, default_num_centers, pin_command
 
 
-def planted_blobs(k, per_class=30, dim=32):
-    """k Gaussian blobs (scikit-learn's make_blobs) around random unit directions, unnormalised."""
+def planted_blobs(k, per_class=30, dim=32, vocabulary=False):
+    """k Gaussian blobs (scikit-learn's make_blobs) around random unit directions, unnormalised;
+    with `vocabulary`, also noun embeddings: 3 near each blob's direction and 50 random ones."""
     from sklearn.datasets import make_blobs
 
     rng = np.random.default_rng(k)
     centers = rng.standard_normal((k, dim))
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
     x, _ = make_blobs([per_class] * k, centers=centers, cluster_std=0.15, random_state=k)
-    return 3 * x.astype(np.float32)
+    if not vocabulary:
+        return 3 * x.astype(np.float32)
+    near = np.repeat(centers, 3, axis=0) + 0.05 * rng.standard_normal((3 * k, dim))
+    return 3 * x.astype(np.float32), np.vstack([near, rng.standard_normal((50, dim))]).astype(np.float32)
 
 
 @pytest.mark.parametrize("k", [3, 5, 10, 20])
 def test_the_default_criterion_finds_the_k_of_planted_blobs_over_the_default_range(k):
-    scores, errors = criterion_curve(DEFAULT_K_CRITERION, planted_blobs(k), range(2, 21))
+    x, nouns = planted_blobs(k, vocabulary=True)  # a text- default reads the vocabulary; the others ignore it
+    num_centers = default_num_centers("planted", len(x), 20)[0]  # as `--num-clusters auto` sets it
+    scores, errors = criterion_curve(DEFAULT_K_CRITERION, x, range(2, 21), nouns=nouns, num_centers=num_centers)
     chosen, runners_up = choose(DEFAULT_K_CRITERION, scores, errors)
     assert chosen == k, (scores, errors)
     assert len(runners_up) == 2 and k not in runners_up

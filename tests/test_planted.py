@@ -12,6 +12,8 @@ import json
 import numpy as np
 from conftest import CLASSES, run_script, write_planted
 
+from utils.config import DEFAULT_K_CRITERION
+
 
 def test_planted_structure_is_recovered_exactly_by_stages_3_to_6(tmp_path):
     data, folder, words = write_planted(tmp_path)
@@ -41,18 +43,18 @@ def test_planted_structure_is_recovered_exactly_by_stages_3_to_6(tmp_path):
 
 
 def test_num_clusters_auto_finds_the_planted_k_and_every_stage_records_it(tmp_path):
-    """No labels used: K = 4 from the default criterion (stability) over 2..12, shared by stages 3, 5 and 6."""
+    """No labels used: K = 4 from the default criterion over 2..12, shared by stages 3, 5 and 6."""
     data, folder, _ = write_planted(tmp_path)
     (folder / "labels_train.npy").unlink()  # K must come from the data alone
     common = ["--data-dir", data, "--dataset", "planted", "--backbone", "hand", "--num-clusters", "auto", "--auto-range", 2, 12]
     result = run_script("filter_nouns.py", *common, "--gamma", 2)
-    estimate = json.loads((folder / "num_clusters_auto" / "stability_k2-12.json").read_text())
-    assert estimate["criterion"] == "stability" and estimate["chosen"] == CLASSES
+    estimate = json.loads((folder / "num_clusters_auto" / f"{DEFAULT_K_CRITERION}_k2-12.json").read_text())
+    assert estimate["criterion"] == DEFAULT_K_CRITERION and estimate["chosen"] == CLASSES
     assert sorted(map(int, estimate["scores"])) == list(range(2, 13)) == sorted(map(int, estimate["standard_errors"]))
     assert max(estimate["scores"].values()) == estimate["scores"][str(CLASSES)]
     assert len(estimate["runners_up"]) == 2 and CLASSES not in estimate["runners_up"]
-    assert (folder / "num_clusters_auto" / "stability_k2-12.png").stat().st_size > 0
-    assert "--num-clusters auto: K = 4 by stability" in result.stdout and "to pin it: " in result.stdout
+    assert (folder / "num_clusters_auto" / f"{DEFAULT_K_CRITERION}_k2-12.png").stat().st_size > 0
+    assert f"--num-clusters auto: K = 4 by {DEFAULT_K_CRITERION}" in result.stdout and "to pin it: " in result.stdout
     run_script("retrieve_text.py", "--data-dir", data, "--dataset", "planted", "--backbone", "hand")
     run_script("concat_kmeans.py", *common)
     run_script("train_head.py", *common, "--batch-size", 64, "--epochs", 40, "--neighbors", 10)
@@ -60,5 +62,5 @@ def test_num_clusters_auto_finds_the_planted_k_and_every_stage_records_it(tmp_pa
         metrics = json.loads((folder / f"{name}_metrics.json").read_text())
         meta = json.loads((folder / f"{name}_metrics.json.meta.json").read_text())
         assert meta["num_clusters_auto"]["range"] == [2, 12] and metrics["metrics"]["acc"] == 100.0, (name, metrics)
-        assert meta["num_clusters_auto"]["criterion"] == meta["args"]["k_criterion"] == "stability"
+        assert meta["num_clusters_auto"]["criterion"] == meta["args"]["k_criterion"] == DEFAULT_K_CRITERION
     assert json.loads((folder / "kept_nouns.npy.meta.json").read_text())["num_clusters_auto"]["scores"] == estimate["scores"]

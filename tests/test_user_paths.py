@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import run_script
 
+from utils.config import DEFAULT_K_CRITERION
 from utils.datasets import DEBIAN_FASHION_MNIST
 from utils.wordnet import wordnet_available
 
@@ -316,10 +317,10 @@ def test_num_clusters_auto(pipeline, setting, name):
     assert run.name == f"Kauto-epochs{EPOCHS}-seed0"
     named = Named(run)
     check_named(named, kind)
-    estimate = json.loads((run.parent.parent / "num_clusters_auto" / "stability_k2-20.json").read_text())
+    estimate = json.loads((run.parent.parent / "num_clusters_auto" / f"{DEFAULT_K_CRITERION}_k2-20.json").read_text())
     assert len(named.top) == estimate["chosen"]
     page = (run / "report" / "index.html").read_text()
-    assert f"K = {estimate['chosen']} was chosen without labels by --k-criterion stability" in page
+    assert f"K = {estimate['chosen']} was chosen without labels by --k-criterion {DEFAULT_K_CRITERION}" in page
     assert f"--num-clusters {estimate['chosen']} --report" in page and (run / "report" / "num_clusters.png").stat().st_size > 0
 
 

@@ -25,7 +25,7 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 IN_MEMORY_GIB = 4.0
 AUTO_RANGE = [2, 20]  # the K that --num-clusters auto tries by default
 # How --num-clusters auto scores each K (utils/num_clusters.py says what each one is). The default is
-# the one that found the true K most often in benchmarks/num_clusters.py (README, "K without labels").
+# the one that did best in benchmarks/num_clusters.py (docs/num-clusters.md says how it was chosen).
 K_CRITERIA = ("stability", "silhouette", "davies-bouldin", "calinski-harabasz",
               "text-stability", "text-silhouette", "text-davies-bouldin", "text-calinski-harabasz")
 DEFAULT_K_CRITERION = "stability"
