@@ -137,7 +137,7 @@ def embeddings(data, folder):
     return {split: (stage / f"image_embedding_{split}.npy").read_bytes() for split in ("train", "test")}
 
 
-def test_a_changed_photo_folder_is_noticed_and_only_new_photos_are_encoded(tmp_path, tiny_clip, tiny_vocabulary):
+def test_a_changed_photo_folder_is_noticed_and_only_new_photos_are_encoded(tmp_path, tiny_clip, tiny_vocabulary, monkeypatch):
     folder, data, vocabulary = str(tmp_path / "photos"), tmp_path / "data", tiny_vocabulary[0]
     draw_photos(folder, [f"{i:03d}.png" for i in range(0, 120, 2)], seed=0)  # 60 photos, even numbers
     own_photos(data, folder, tiny_clip, vocabulary)
@@ -164,6 +164,17 @@ def test_a_changed_photo_folder_is_noticed_and_only_new_photos_are_encoded(tmp_p
     fresh = tmp_path / "fresh"
     run_script("image_embedding.py", "--data-dir", fresh, "--dataset", f"folder:{folder}", "--backbone", tiny_clip, "--device", "cpu")
     assert embeddings(fresh, folder) == embeddings(data, folder)
+
+    # A command that re-runs nothing looks at the folder once, though stage 1's outputs and every
+    # stage's inputs record it; the next command looks again and sees a new photo.
+    import utils.files
+
+    looks, listing = [], utils.files.list_images
+    monkeypatch.setattr(utils.files, "list_images", lambda *a, **k: looks.append(a) or listing(*a, **k))
+    out = own_photos(data, folder, tiny_clip, vocabulary)
+    assert "encoding" not in out and len(looks) == 1
+    draw_photos(folder, ["500.png"], seed=3)
+    assert "train: encoding 1 new or changed images, reusing the rows of 76 unchanged ones" in own_photos(data, folder, tiny_clip, vocabulary)
 
 
 def test_pytorch_rows_do_not_depend_on_their_batch(tmp_path, tiny_clip):

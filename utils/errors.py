@@ -8,9 +8,13 @@ class StageError(Exception):
 
 
 def run_main(main):
-    """Run a script's main(), turning a StageError into one line on stderr and exit code 2."""
+    """Run a script's main(), turning a StageError into one line on stderr and exit code 2; the
+    image folders it checks are each looked at once (utils.files.one_look)."""
+    from utils.files import one_look
+
     try:
-        main()
+        with one_look():
+            main()
     except StageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -7,6 +7,7 @@ Datasets read from other files (webdataset shards, a Hugging Face dataset's file
 embeddings) are recorded the same way as a *files source*: how to list the files again (a brace
 pattern, a folder, or a list of paths) and their record's fingerprint; with `hashes`, each file's
 sha256 too, so that a file touched but not changed is not taken as changed."""
+import contextlib
 import hashlib
 import json
 import os
@@ -63,9 +64,39 @@ def record_fingerprint(record):
     return hashlib.sha256(json.dumps([list(r) for r in record]).encode()).hexdigest()[:32]
 
 
+_looked = None  # {recorded source: changed_source's answer} while one command runs (see one_look)
+
+
+@contextlib.contextmanager
+def one_look():
+    """Within this block (one command: utils.errors.run_main opens it) each recorded folder or set
+    of files is compared with the disk once, and that answer stands for the rest of the command. A
+    driver checks the same folder for every output of stage 1 and each stage again for its inputs;
+    on an ImageNet-sized folder every look stats a million files. A block inside another (a driver
+    running a stage in its process) shares the outer one's looks."""
+    global _looked
+    if _looked is not None:
+        yield
+        return
+    _looked = {}
+    try:
+        yield
+    finally:
+        _looked = None
+
+
 def changed_source(source):
     """None when the folder holds the same files as recorded, else the folder, in words that read
-    before "changed after it was made"."""
+    before "changed after it was made"; looked up once per command (one_look)."""
+    if _looked is None:
+        return _compare_source(source)
+    key = json.dumps(source, sort_keys=True)
+    if key not in _looked:
+        _looked[key] = _compare_source(source)
+    return _looked[key]
+
+
+def _compare_source(source):
     if source.get("kind") == "files":
         return changed_files(source)
     if not os.path.isdir(source["folder"]):
