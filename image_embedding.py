@@ -35,6 +35,7 @@ from utils.datasets import (
     load_split,
     reads_files,
     select_rows,
+    set_transform,
     work_units,
 )
 from utils.distributed import Shards, is_main, join, main_first, shard_key, shard_size
@@ -77,6 +78,8 @@ def main():
         if is_main():
             import_embeddings(run, args, device)
         return
+    with main_first():  # a download, made once; read before the backbone loads, so a wrong path is reported at once
+        loaded = {split: load_split(args.dataset, split, root, None, dataset_options(args)) for split in SPLITS}
     with main_first():  # a download or a fitted map, made once
         backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
     encoder = encoder_record(backbone, device, "image", args.batch_size)
@@ -88,8 +91,8 @@ def main():
     transform = build_transform(args.dataset, backbone)
     mean, done = None, []
     for split in SPLITS:  # train first: its mean centres both splits
-        with main_first():
-            dataset = load_split(args.dataset, split, root, transform, dataset_options(args))
+        dataset = loaded[split]
+        set_transform(dataset, transform)
         skipped = getattr(dataset, "skipped", 0)  # a webdataset's samples without an image
         if is_main() and skipped:
             print(f"{split}: {skipped} samples without an image ({args.image_key or 'jpg, jpeg, png, webp'}) left out")

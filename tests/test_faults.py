@@ -381,3 +381,15 @@ def test_a_test_missing_what_install_sh_installs_skips_but_fails_under_ci(monkey
         monkeypatch.setenv("CI", value)
         with pytest.raises(pytest.fail.Exception, match="wordnet-base is not installed: CI must run this test"):
             needs(False, "wordnet-base is not installed")
+
+
+@pytest.mark.parametrize("dataset, match", [
+    ("folder:/no/such/photos", "/no/such/photos is not a folder of images"),
+    ("webdataset:/no/such/shard-{0..1}.tar", "the webdataset shard /no/such/shard-0.tar does not exist"),
+    ("hf:/no/such/dataset", "hf:/no/such/dataset does not exist"),
+])
+def test_a_wrong_dataset_path_is_reported_before_the_backbone_is_loaded(tmp_path, dataset, match):
+    """The backbone named here does not exist either: the dataset's error comes first, as it would
+    before minutes of downloading or loading a large model."""
+    fails("image_embedding.py", "--data-dir", tmp_path, "--dataset", dataset, "--backbone", str(tmp_path / "no-such-model.pt"),
+          match=match)

@@ -181,6 +181,23 @@ def load_split(name, split, root, transform=None, options=None):
 
 
 
+def set_transform(dataset, transform):
+    """Give a dataset loaded without a transform (load_split, transform=None) the backbone's, and the
+    datasets it wraps too: stage 1 reads its dataset before it loads the backbone, so that a wrong
+    path is reported before a model is loaded."""
+    if isinstance(dataset, ConcatDataset):
+        for part in dataset.datasets:
+            set_transform(part, transform)
+    elif isinstance(dataset, _Relabel):
+        set_transform(dataset.base, transform)
+    else:
+        dataset.transform = transform
+        if hasattr(dataset, "transforms"):  # torchvision's VisionDataset keeps both
+            from torchvision.datasets.vision import StandardTransform
+
+            dataset.transforms = StandardTransform(transform, getattr(dataset, "target_transform", None))
+
+
 def reads_files(name):
     """Whether stage 1 records each row of dataset `name` (its file, shard sample or dataset row) in
     image_files_<split>.csv, and the files it is read from in its sidecar."""
