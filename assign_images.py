@@ -43,6 +43,14 @@ from utils.stage import start_stage
 UNSURE_PERCENTILE = 5
 
 
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ("image_embedding", "nouns", "noun_embedding", "kept_nouns", "retrieved_text", "kmeans_preds", "head")
+WRITES = {
+    "assignments_new": ("run", "assignments_new.csv"),
+}
+
+
 def build_parser():
     parser = base_parser(__doc__, runs=True)
     parser.add_argument("--images", required=True, help="a folder of new images (subfolders included)")
@@ -88,13 +96,14 @@ def assign(run, source, new, clustered, preds, k, nouns, tau, device):
     normalised rows of `clustered`, the features the clusters were made from) has the largest
     cosine with the image's feature, and that cosine."""
     if source not in KMEANS_SOURCES:
-        from utils.heads import load_head, predict_proba
+        from utils.heads import load_head
+        from utils.tac import predict_proba
 
         proba = predict_proba(load_head(run.path("head", prefix=source)), torch.from_numpy(l2_normalize(new)))
         return proba.argmax(1), proba.max(1)
     texts = None
     if source == "concat_kmeans":
-        from utils.text_space import soft_retrieve
+        from utils.tac import soft_retrieve
 
         texts = soft_retrieve(new, nouns, tau, device)
     centers = cluster_directions(l2_normalize(clustered), preds, k)  # as k-means normalises its rows and centroids

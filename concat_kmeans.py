@@ -13,12 +13,27 @@ from utils.cli import (
     base_parser,
     kmeans_settings,
 )
-from utils.clustering import record_kmeans_plan, spherical_kmeans
+from utils import tac
+from utils.clustering import record_kmeans_plan
 from utils.errors import parse_args, run_main
 from utils.metrics import evaluate, format_metrics
 from utils.num_clusters import resolve_num_clusters
 from utils.rows import Features
 from utils.stage import start_stage
+
+
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ("image_embedding", "labels", "retrieved_text")
+WRITES = {
+    "kmeans_preds": ("run", "{method}_preds.npy"),
+    "kmeans_metrics": ("run", "{method}_metrics.json"),
+}
+
+
+def same_result(args):
+    """The k-means has its own --kmeans-seed."""
+    return ("seed", "chunk_rows")
 
 
 def build_parser():
@@ -41,7 +56,7 @@ def outputs(layout, args):
 
 def main():
     args = parse_args(build_parser())
-    run, device = start_stage(__file__, args)
+    run, device = start_stage(__file__, args, same_result)
 
     # The embeddings stay on disk, read a chunk at a time (utils.rows); k-means holds them in
     # memory up to --in-memory-gib, as the authors ran it.
@@ -53,10 +68,10 @@ def main():
     else:
         texts = run.open_embedding(run.path("retrieved_text", split="test"), rows=("image_embedding_test.npy", len(images)),
                                    chunk_rows=args.chunk_rows)
-        features = Features(images, texts)  # [normalised image, normalised counterpart]
+        features = Features(images, texts)  # utils.tac.concat_features, read a chunk at a time
     k = resolve_num_clusters(args, labels, run, device)
     record_kmeans_plan(run, args, features.shape, k, "features")
-    preds, _ = spherical_kmeans(features, k, device=device, chunk_rows=args.chunk_rows, **kmeans_settings(args))
+    preds = tac.kmeans_clusters(features, k, kmeans_settings(args), device)
     metrics = evaluate(labels, preds)
     extra = {"num_clusters": k, "kmeans": kmeans_settings(args)}
     run.save_array(run.path("kmeans_preds", method=name), preds, extra)

@@ -19,6 +19,7 @@ from utils.cli import (
     base_parser,
     kmeans_settings,
 )
+from utils import tac
 from utils.clustering import (
     CENTER_METHODS,
     image_clusters,
@@ -29,7 +30,22 @@ from utils.config import GAMMA
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.num_clusters import default_num_centers, resolve_num_clusters
 from utils.stage import start_stage
-from utils.text_space import read_csv_column, reverse_classify, top_nouns_per_center
+from utils.text_space import read_csv_column
+
+
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ("image_embedding", "labels", "nouns", "noun_embedding")
+WRITES = {
+    "semantic_centers": ("run", "semantic_centers.npy"),
+    "kept_nouns": ("run", "kept_nouns.npy"),
+    "kept_nouns_csv": ("run", "kept_nouns.csv"),
+}
+
+
+def same_result(args):
+    """--chunk-rows never changes the bytes; --seed draws only --text-space random's nouns."""
+    return ("chunk_rows",) if args.get("text_space") == "random" else ("seed", "chunk_rows")
 
 
 def build_parser():
@@ -66,40 +82,61 @@ def outputs(layout, args):
     return [layout.path(name) for name in ("kept_nouns", "kept_nouns_csv", "semantic_centers")]
 
 
-def main():
-    args = parse_args(build_parser())
-    run, device = start_stage(__file__, args)
-
-    images = run.open_embedding(run.path("image_embedding", split="train"), chunk_rows=args.chunk_rows)  # read a chunk at a time
+def load_vocabulary(run, width):
+    """The vocabulary's words and embeddings (stage 2), checked against the images' width."""
     nouns_csv = run.path("nouns")
     run.check_input(nouns_csv)
     words = read_csv_column(nouns_csv, "word")
     nouns = run.load_embedding(run.path("noun_embedding"), rows=("nouns.csv", len(words)))
-    if nouns.shape[1] != images.shape[1]:
-        raise StageError(f"noun embeddings are {nouns.shape[1]}-d but image embeddings are {images.shape[1]}-d: make both with the same --backbone")
-    if args.k is not None:
-        k, why = args.k, "--k"
-    else:  # Eq. 2 needs K: from --num-clusters or the train labels
-        labels = run.load_labels(run.path("labels", split="train"), len(images), required=args.num_clusters is None)
-        k, why = default_num_centers(args.dataset, len(images), resolve_num_clusters(args, labels, run, device))
-    print(f"k = {k} semantic centers ({why}); {len(images)} train images, {len(words)} nouns, gamma = {args.gamma}")
+    if nouns.shape[1] != width:
+        raise StageError(f"noun embeddings are {nouns.shape[1]}-d but image embeddings are {width}-d: make both with the same --backbone")
+    return words, nouns
 
+
+def num_centers(run, args, images, device):
+    """k and where it comes from: --k, else the authors' value on a paper dataset or Eq. 2, with K
+    from --num-clusters or the train labels."""
+    if args.k is not None:
+        return args.k, "--k"
+    labels = run.load_labels(run.path("labels", split="train"), len(images), required=args.num_clusters is None)
+    return default_num_centers(args.dataset, len(images), resolve_num_clusters(args, labels, run, device))
+
+
+def centers_of(run, args, images, k, device):
+    """The k semantic centers: the paper's (Eq. 3, utils.tac), or those of a Table IV clustering."""
     if args.centers == "kmeans":
         record_kmeans_plan(run, args, images.shape, k, "train images")
-    assignments, fallback, clustering = image_clusters(images, k, args.centers, args.kmeans_seed, kmeans_settings(args), device=device,
-                                                       chunk_rows=args.chunk_rows)
-    centers, sizes = member_centers(images, assignments, k, fallback=fallback, chunk_rows=args.chunk_rows)
-    candidates = criterion_nouns(words, args.criterion) if args.criterion else np.arange(len(words))
-    noun_center, confidence = reverse_classify(nouns[candidates], centers)
-    chosen, kept_center = top_nouns_per_center(noun_center, confidence, k, args.gamma)
+        centers, sizes = tac.semantic_centers(images, k, kmeans_settings(args), device)
+        return centers, sizes, {"method": "kmeans", "clusters_found": int((sizes > 0).sum()), "outliers": 0}
+    assignments, fallback, clustering = image_clusters(images, k, args.centers, args.kmeans_seed, kmeans_settings(args), device)
+    centers, sizes = member_centers(images, assignments, k, fallback=fallback)
+    return centers, sizes, clustering
+
+
+def keep_nouns(args, nouns, centers):
+    """Eq. 4-6 (utils.tac.select_nouns), or a Table IV text space: every noun, or as many random
+    ones as filtering keeps. Returns (kept rows of `nouns`, their centers, every noun's confidence)."""
+    kept, assigned, confidence = tac.select_nouns(nouns, centers, args.gamma)
     if args.text_space == "all":
-        chosen = np.arange(candidates.size)
+        kept = np.arange(len(nouns))
     elif args.text_space == "random":
-        chosen = np.sort(np.random.default_rng(args.seed).choice(candidates.size, chosen.size, replace=False))
-    kept_center = noun_center[chosen] if args.text_space != "filtered" else kept_center
+        kept = np.sort(np.random.default_rng(args.seed).choice(len(nouns), kept.size, replace=False))
+    return kept, assigned[kept], confidence
+
+
+def main():
+    args = parse_args(build_parser())
+    run, device = start_stage(__file__, args, same_result)
+    images = run.open_embedding(run.path("image_embedding", split="train"), chunk_rows=args.chunk_rows)
+    words, nouns = load_vocabulary(run, images.shape[1])
+    k, why = num_centers(run, args, images, device)
+    print(f"k = {k} semantic centers ({why}); {len(images)} train images, {len(words)} nouns, gamma = {args.gamma}")
+
+    centers, sizes, clustering = centers_of(run, args, images, k, device)
+    candidates = criterion_nouns(words, args.criterion) if args.criterion else np.arange(len(words))
+    chosen, kept_center, confidence = keep_nouns(args, nouns[candidates], centers)
     kept = candidates[chosen]
-    if kept.size == 0:
-        raise StageError("no noun was kept; the vocabulary is empty or unusable")
+
     extra = {"k": k, "k_source": why, "gamma": args.gamma, "text_space": args.text_space, "criterion": args.criterion,
              "candidate_nouns": int(candidates.size), "empty_centers": int((sizes == 0).sum()),
              "centers_without_nouns": int(k - np.unique(kept_center).size), "kmeans": kmeans_settings(args),

@@ -43,8 +43,27 @@ from utils.encoded import RECORD_HEADER, EncodedRows, record_rows
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.formats import class_ids, dataset_options
 from utils.paths import SPLITS
-from utils.reuse import row_key
+from utils.reuse import ENCODER_SETTINGS, row_key
 from utils.stage import start_stage
+
+
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ("image_embedding", "labels", "image_index", "image_files", "encoded", "class_names")
+WRITES = {
+    "image_embedding": ("dataset", "image_embedding_{split}.npy"),
+    "labels": ("dataset", "labels_{split}.npy"),
+    "image_index": ("dataset", "image_index_{split}.npy"),
+    "image_files": ("dataset", "image_files_{split}.csv"),  # folder datasets: each row's file
+    "encoded": ("dataset", "encoded_{split}.npy"),  # the encoder's rows before centring (lite0-minilm)
+    "class_names": ("dataset", "class_names.csv"),
+}
+
+
+def same_result(args):
+    """How the rows are computed (recorded as the encoder record instead), and --seed unless it
+    draws a --train-subset."""
+    return ENCODER_SETTINGS + (() if args.get("train_subset") else ("seed",))
 
 
 def build_parser():
@@ -68,7 +87,7 @@ def outputs(layout, args):
 
 def main():
     args = parse_args(build_parser())
-    run, device = start_stage(__file__, args, distributed=True)
+    run, device = start_stage(__file__, args, same_result, distributed=True)
     join(device)
     out = run.layout.dataset
     root = args.root or os.path.join(args.data_dir, "datasets")

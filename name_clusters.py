@@ -44,6 +44,23 @@ from utils.stage import start_stage
 from utils.text_space import read_csv_column
 
 
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ("image_embedding", "labels", "image_index", "image_files", "class_names", "nouns", "noun_embedding",
+         "kept_nouns", "retrieved_text", "kmeans_preds", "head_preds", "head")
+WRITES = {
+    "cluster_names": ("run", "cluster_names.csv"),
+    "assignments": ("run", "assignments.csv"),
+    "report": ("run", "report/index.html"),
+    "report_md": ("run", "report/index.md"),
+    "name_match": ("run", "report/name_match.json"),
+}
+
+
+def same_result(args):
+    return ("seed",)
+
+
 def build_parser():
     parser = base_parser(__doc__, runs=True)
     add_source_arg(parser)
@@ -100,7 +117,7 @@ def test_split(args, run, names, paths):
 
 def main():
     args = parse_args(build_parser())
-    run, device = start_stage(__file__, args)
+    run, device = start_stage(__file__, args, same_result)
 
     images = run.load_embedding(run.path("image_embedding", split="test"))
     preds, k, confidence, _ = load_clusters(run, args.source, images)

@@ -20,9 +20,14 @@ built from, and prints where.
 """
 import argparse
 import csv
-import importlib
 import itertools
+import os
 
+import concat_kmeans
+import filter_nouns
+import retrieve_text
+import train_head
+import zero_shot
 from run_pipeline import (
     ROOT,
     SeedRun,
@@ -38,9 +43,9 @@ from utils.paths import Layout, backbone_tag
 from utils.provenance import StageRun
 
 PUBLISHED = f"{ROOT}/data/published_results.csv"
-SWEEPS = {"sweep-k": ("filter_nouns.py", "--k", [10, 20, 33, 50, 100]),
-          "sweep-gamma": ("filter_nouns.py", "--gamma", [1, 3, 5, 10, 20]),
-          "sweep-tau": ("retrieve_text.py", "--tau", [0.001, 0.005, 0.01, 0.05, 0.1])}
+SWEEPS = {"sweep-k": (filter_nouns, "--k", [10, 20, 33, 50, 100]),
+          "sweep-gamma": (filter_nouns, "--gamma", [1, 3, 5, 10, 20]),
+          "sweep-tau": (retrieve_text, "--tau", [0.001, 0.005, 0.01, 0.05, 0.1])}
 # The published tables (data/published_results.csv's `source`) each command's rows are set beside.
 # A method can be in several tables (TAC's own row is in Table II or III and again in Table V), so
 # a row is looked up only in its command's tables and cites the one it comes from. Fig. 5's sweeps
@@ -54,6 +59,14 @@ CENTERS = (("kmeans", "k-means"), ("agglomerative", "agglomerative"), ("spectral
 
 # The paper's row order (Table II); rows of other commands keep the order they run in.
 DISPLAY_ORDER = ["CLIP k-means", "CLIP zero-shot", "TAC (no train)", "TAC", "DXMC", "DXMC (instance on trunk)", "TAC (no train, class names)", "TAC (class names)"]
+
+
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ("kmeans_metrics", "head_metrics", "zero_shot_metrics")
+WRITES = {
+    "table": ("dataset", "tables/{table}.{ext}"),
+}
 
 
 def build_parser():
@@ -78,8 +91,9 @@ def parse(argv=None):
 def sweep_values(command, values):
     """A sweep's values as the stage it varies takes its flag: of its type (an integer k or gamma)
     and in the range that stage's parser allows; StageError on the first that is not."""
-    script, flag, _ = SWEEPS[command]
-    action = next(a for a in importlib.import_module(script[:-3]).build_parser()._actions if flag in a.option_strings)
+    stage, flag, _ = SWEEPS[command]
+    script = os.path.basename(stage.__file__)
+    action = next(a for a in stage.build_parser()._actions if flag in a.option_strings)
     low, high, low_open = action.allowed_range
     checked = []
     for value in values:
@@ -93,23 +107,23 @@ def sweep_values(command, values):
 
 
 def experiments(args):
-    """Rows of the command as (label, run variant, [(script, extra args)], metrics file as (FILES name, fields)).
+    """Rows of the command as (label, run variant, [(stage module, extra args)], metrics file as (file name, fields)).
 
     A row's stages run in the run folder of its variant and seed; rows of one variant share it."""
-    filt = ("filter_nouns.py", option("--k", args.k) + option("--criterion", args.criterion))
-    heads = ("train_head.py", option("--epochs", args.epochs))
-    nouns = [filt, ("retrieve_text.py", [])]
+    filt = (filter_nouns, option("--k", args.k) + option("--criterion", args.criterion))
+    heads = (train_head, option("--epochs", args.epochs))
+    nouns = [filt, (retrieve_text, [])]
     no_train, head = ("kmeans_metrics", {"method": "concat_kmeans"}), ("head_metrics", {"prefix": "head"})
     if args.command == "main":
         # zero-shot encodes the class names as stage 2 encodes the nouns: the same templates and runtime
-        names = [("zero_shot.py", option("--templates", args.templates) + ["--runtime", args.runtime]),
-                 ("retrieve_text.py", ["--text-space", "classnames"])]
+        names = [(zero_shot, option("--templates", args.templates) + ["--runtime", args.runtime]),
+                 (retrieve_text, ["--text-space", "classnames"])]
         return [
             ("CLIP zero-shot", ["classnames"], names[:1], ("zero_shot_metrics", {})),
-            ("TAC (no train, class names)", ["classnames"], names + [("concat_kmeans.py", [])], no_train),
+            ("TAC (no train, class names)", ["classnames"], names + [(concat_kmeans, [])], no_train),
             ("TAC (class names)", ["classnames"], names + [heads], head),
-            ("CLIP k-means", [], [("concat_kmeans.py", ["--image-only"])], ("kmeans_metrics", {"method": "image_kmeans"})),
-            ("TAC (no train)", [], nouns + [("concat_kmeans.py", [])], no_train),
+            ("CLIP k-means", [], [(concat_kmeans, ["--image-only"])], ("kmeans_metrics", {"method": "image_kmeans"})),
+            ("TAC (no train)", [], nouns + [(concat_kmeans, [])], no_train),
             ("TAC", [], nouns + [heads], head),
             ("DXMC", [], nouns + [(heads[0], heads[1] + ["--variant", "dxmc"])], ("head_metrics", {"prefix": "dxmc_head"})),
             ("DXMC (instance on trunk)", [], nouns + [(heads[0], heads[1] + ["--variant", "dxmc", "--instance-on", "trunk"])],
@@ -120,19 +134,19 @@ def experiments(args):
         spaces += [("all nouns", ["text-all"], ["--text-space", "all"]), ("random nouns", ["text-random"], ["--text-space", "random"])]
         rows = []
         for label, variant, flags in spaces:
-            stages = [(filt[0], filt[1] + flags), ("retrieve_text.py", [])]
-            rows += [(f"TAC (no train) {label}", variant, stages + [("concat_kmeans.py", [])], no_train),
+            stages = [(filt[0], filt[1] + flags), (retrieve_text, [])]
+            rows += [(f"TAC (no train) {label}", variant, stages + [(concat_kmeans, [])], no_train),
                      (f"TAC {label}", variant, stages + [heads], head)]
         return rows
     if args.command == "losses":
         combos = [c for r in (1, 2, 3) for c in itertools.combinations(ALL_TERMS, r)]
         return [("TAC " + "+".join(c) if len(c) < 3 else "TAC", [], nouns + [(heads[0], heads[1] + ["--loss-terms", *c])],
                  ("head_metrics", {"prefix": "head" if len(c) == 3 else "head_" + "+".join(c)})) for c in combos]
-    script, flag, default = SWEEPS[args.command]
+    swept, flag, default = SWEEPS[args.command]
     rows = []
     for value in args.values or default:  # --values: checked and typed by parse
-        stages = [(s, a + [flag, value]) if s == script else (s, a) for s, a in nouns]
-        rows += [(f"TAC (no train) {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [("concat_kmeans.py", [])], no_train),
+        stages = [(s, a + [flag, value]) if s is swept else (s, a) for s, a in nouns]
+        rows += [(f"TAC (no train) {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [(concat_kmeans, [])], no_train),
                  (f"TAC {flag[2:]}={value}", [f"{flag[2:]}{value}"], stages + [heads], head)]
     return rows
 
@@ -161,8 +175,8 @@ def main():
     for seed in args.seeds:
         for label, variant, stages, (metrics_name, fields) in rows:
             run = SeedRun(args, seed, variant)
-            for script, extra in stages:
-                run.stage(script, extra)
+            for stage, extra in stages:
+                run.stage(stage, extra)
             results[label].append(record.load_json(run.layout.path(metrics_name, **fields))["metrics"])
             runs[label].append(run.name)
     if any(m is None for values in results.values() for m in values):

@@ -12,7 +12,20 @@ from utils.cli import add_chunk_rows, base_parser
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.paths import SPLITS
 from utils.stage import start_stage
-from utils.text_space import RETRIEVAL_TAU, retrieved_chunks
+from utils.tac import RETRIEVAL_TAU
+from utils.text_space import retrieved_chunks
+
+
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ("image_embedding", "noun_embedding", "kept_nouns", "class_name_embedding")
+WRITES = {
+    "retrieved_text": ("run", "retrieved_text_{split}.npy"),
+}
+
+
+def same_result(args):
+    return ("seed", "chunk_rows")
 
 
 def build_parser():
@@ -30,7 +43,7 @@ def outputs(layout, args):
 
 def main():
     args = parse_args(build_parser())
-    run, device = start_stage(__file__, args)
+    run, device = start_stage(__file__, args, same_result)
 
     if args.text_space == "classnames":
         texts = run.load_embedding(run.path("class_name_embedding"))

@@ -18,10 +18,16 @@ training only; --resample-kmeans redraws the k-means per seed too. --subset-seed
 subset of --train-subset.
 """
 import argparse
-import importlib
 import os
 import sys
 
+import concat_kmeans
+import filter_nouns
+import image_embedding
+import name_clusters
+import retrieve_text
+import text_embedding
+import train_head
 from utils.cli import add_dataset_args, add_num_clusters, add_runtime_arg
 from utils.config import AUTHORS_KMEANS_SEED, DEFAULT_K_CRITERION, SEED_MAX
 from utils.errors import StageError, add_number, parse_args, run_main
@@ -31,33 +37,30 @@ from utils.provenance import StageRun
 from utils.reuse import how_made, up_to_date
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-KMEANS_STAGES = ("filter_nouns.py", "concat_kmeans.py")
-CLUSTER_STAGES = ("filter_nouns.py", "concat_kmeans.py", "train_head.py")  # the stages that take --num-clusters
 
 
-def run_stage(script, argv):
-    """Run `script argv` unless its outputs are up to date; return the outputs' paths."""
-    module = importlib.import_module(script[:-3])
-    args = module.build_parser().parse_args([str(a) for a in argv])
-    outputs = module.outputs(Layout.of(args), args)
-    path = os.path.join(ROOT, script)
-    if all(up_to_date(out, path, args) for out in outputs):
+def run_stage(stage, argv):
+    """Run the script of the module `stage` with `argv` unless its outputs are up to date (by its
+    own declaration, `same_result`); return the outputs' paths."""
+    script = os.path.basename(stage.__file__)
+    args = stage.build_parser().parse_args([str(a) for a in argv])
+    outputs = stage.outputs(Layout.of(args), args)
+    if all(up_to_date(out, stage.__file__, args, stage.same_result) for out in outputs):
         made = how_made(outputs[0])
         print(f"== {script}: up to date, reusing {os.path.dirname(outputs[0])}{f' ({made})' if made else ''}", flush=True)
         return outputs
     print(f"== {script} {' '.join(map(str, argv))}", flush=True)
-    if call_script(script, argv) != 0:
+    if call_script(stage, argv) != 0:
         raise StageError(f"{script} failed (its message is above); fix that and run this command again: finished stages are reused")
     return outputs
 
 
-def call_script(script, argv):
-    """`python script argv` in this process: the same parsing, messages and exit code (returned),
-    without starting Python and importing torch again (about 3 s a stage). Each stage seeds
+def call_script(module, argv):
+    """`python script argv` for the script of `module`, in this process: the same parsing, messages
+    and exit code (returned), without starting Python and importing torch again. Each stage seeds
     everything it uses when it starts, so its outputs are the same bytes as from its own process."""
-    module = importlib.import_module(script[:-3])
     saved = sys.argv
-    sys.argv = [os.path.join(ROOT, script), *map(str, argv)]
+    sys.argv = [module.__file__, *map(str, argv)]
     try:
         run_main(module.main)
     except SystemExit as done:
@@ -107,10 +110,10 @@ def common_argv(args):
 def run_embeddings(args):
     """Stages 1 and 2: deterministic, seeded only for the train subset."""
     encoder = ["--runtime", args.runtime]
-    run_stage("image_embedding.py", common_argv(args) + encoder + ["--seed", args.subset_seed] + option("--root", args.root)
+    run_stage(image_embedding, common_argv(args) + encoder + ["--seed", args.subset_seed] + option("--root", args.root)
               + option("--train-subset", args.train_subset) + option("--image-key", args.image_key)
               + option("--label-key", args.label_key) + option("--splits", args.splits))
-    run_stage("text_embedding.py", common_argv(args) + encoder + ["--seed", 0] + option("--nouns", args.nouns)
+    run_stage(text_embedding, common_argv(args) + encoder + ["--seed", 0] + option("--nouns", args.nouns)
               + option("--templates", args.templates))
 
 
@@ -151,23 +154,33 @@ class SeedRun:
         self.name = run_name(variant_parts(args) + list(variant), seed, self.kmeans_seed)
         self.layout = Layout.of(args, self.name)
 
-    def stage(self, script, extra=()):
-        """Run (or reuse) one stage in this run; the k-means stages get this run's k-means seed, the
-        stages that need K the driver's --num-clusters (and --auto-range with `auto`)."""
+    def stage(self, stage, extra=()):
+        """Run (or reuse) one stage (its module) in this run; a stage whose parser takes
+        --kmeans-seed gets this run's k-means seed, one that takes --num-clusters the driver's
+        (and --auto-range and --k-criterion with `auto`)."""
+        takes = stage.build_parser()._option_string_actions
         argv = common_argv(self.args) + ["--seed", self.seed, "--run", self.name]
-        if script in KMEANS_STAGES:
+        if "--kmeans-seed" in takes:
             argv += ["--kmeans-seed", self.kmeans_seed]
-        if script in CLUSTER_STAGES:
+        if "--num-clusters" in takes:
             argv += option("--num-clusters", self.args.num_clusters)
             if self.args.num_clusters == "auto":
                 argv += option("--auto-range", self.args.auto_range) + option("--k-criterion", self.args.k_criterion)
-        return run_stage(script, argv + list(extra))
+        return run_stage(stage, argv + list(extra))
 
 
 # (the metrics file as (FILES name, fields), the table's label)
 METHODS = ((("kmeans_metrics", {"method": "image_kmeans"}), "image-only k-means"),
            (("kmeans_metrics", {"method": "concat_kmeans"}), "TAC without training"),
            (("head_metrics", {"prefix": "head"}), "TAC (cluster heads)"))
+
+
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ("kmeans_metrics", "head_metrics")
+WRITES = {
+    "summary": ("dataset", "summary.{ext}"),
+}
 
 
 def build_parser():
@@ -188,14 +201,14 @@ def main():
     for seed in args.seeds:
         run = SeedRun(args, seed)
         runs.append(run.name)
-        run.stage("filter_nouns.py", option("--k", args.k) + option("--criterion", args.criterion))
-        run.stage("retrieve_text.py")
-        run.stage("concat_kmeans.py", ["--image-only"])
-        run.stage("concat_kmeans.py")
-        run.stage("train_head.py", option("--epochs", args.epochs))
+        run.stage(filter_nouns, option("--k", args.k) + option("--criterion", args.criterion))
+        run.stage(retrieve_text)
+        run.stage(concat_kmeans, ["--image-only"])
+        run.stage(concat_kmeans)
+        run.stage(train_head, option("--epochs", args.epochs))
         for (metrics_name, fields), label in METHODS:
             per_seed[label].append(summary.load_json(run.layout.path(metrics_name, **fields))["metrics"])
-    report = run.stage("name_clusters.py")[2] if args.report else None
+    report = run.stage(name_clusters)[2] if args.report else None
     if any(m is None for results in per_seed.values() for m in results):
         print(f"the dataset has no labels: no table; predictions are in {os.path.join(layout.dataset, 'runs')}")
     else:

@@ -13,6 +13,7 @@ from utils.backbones import encoder_record, load_backbone
 from utils.cli import add_runtime_arg, base_parser
 from utils.distributed import Shards, join, main_first, shard_key, shard_size
 from utils.errors import StageError, add_number, parse_args, run_main
+from utils.reuse import ENCODER_SETTINGS
 from utils.stage import start_stage
 from utils.text_space import (
     TEMPLATES,
@@ -21,6 +22,20 @@ from utils.text_space import (
     vocabulary_prompts,
     word_embeddings,
 )
+
+
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ()
+WRITES = {
+    "noun_embedding": ("vocab", "noun_embedding.npy"),
+    "nouns": ("vocab", "nouns.csv"),
+}
+
+
+def same_result(args):
+    """How the rows are computed (the encoder record); the vocabulary is shared by every dataset."""
+    return ENCODER_SETTINGS + ("dataset", "seed")
 
 
 def build_parser():
@@ -40,7 +55,7 @@ def outputs(layout, args):
 
 def main():
     args = parse_args(build_parser())
-    run, device = start_stage(__file__, args, uses_dataset=False, distributed=True)
+    run, device = start_stage(__file__, args, same_result, uses_dataset=False, distributed=True)
     join(device)
     vocabulary = args.nouns or os.path.join(args.data_dir, "WordNetNouns.csv")
     out = run.layout.vocab

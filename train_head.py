@@ -8,18 +8,32 @@ argmax on the test images is scored. Writes head.pt, head_preds.npy and head_met
 import torch
 from tqdm import tqdm
 
+from utils import tac
 from utils.cli import add_num_clusters, base_parser
-from utils.clustering import knn_indices
 from utils.config import HEAD_DEFAULTS, LARGE_DATASET_HEAD, LARGE_DATASETS
 from utils.errors import add_number, parse_args, run_main
-from utils.heads import predict, train_heads
 from utils.losses import ALL_TERMS
 from utils.metrics import evaluate, format_metrics
 from utils.num_clusters import resolve_num_clusters
 from utils.rows import l2_normalize
 from utils.stage import start_stage
+from utils.tac import HeadConfig
 
 NEIGHBORS = 50  # the authors' neighbours per sample, where the train split has more samples
+
+
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ("image_embedding", "labels", "retrieved_text")
+WRITES = {
+    "head": ("run", "{prefix}.pt"),
+    "head_preds": ("run", "{prefix}_preds.npy"),
+    "head_metrics": ("run", "{prefix}_metrics.json"),
+}
+
+
+def same_result(args):
+    return ()
 
 
 def build_parser():
@@ -59,58 +73,71 @@ def outputs(layout, args):
     return [layout.path(name, prefix=head_prefix(args)[0]) for name in ("head", "head_preds", "head_metrics")]
 
 
+def head_config(args):
+    """The training settings: the authors' for this dataset where an argument is not given (the
+    sidecar keeps the arguments as given)."""
+    large = args.dataset in LARGE_DATASETS
+    defaults = LARGE_DATASET_HEAD if large else HEAD_DEFAULTS
+    given = {name: getattr(args, name) for name in ("epochs", "batch_size", "tau")}
+    instance_tau = (args.instance_tau or (0.5 if large else 0.05)) if args.variant == "dxmc" else None
+    return HeadConfig(**{n: defaults[n] if v is None else v for n, v in given.items()}, lr=args.lr, alpha=args.alpha,
+                      seed=args.seed, terms=head_prefix(args)[1], instance_tau=instance_tau, instance_on=args.instance_on)
+
+
+def num_neighbors(args, num_train):
+    """--neighbors, else NEIGHBORS; a small folder of photos samples from all its other images."""
+    if args.neighbors is not None:
+        return args.neighbors
+    if num_train - 1 < NEIGHBORS:
+        print(f"note: only {num_train} train samples; using {max(1, num_train - 1)} neighbours instead of {NEIGHBORS}")
+    return max(1, min(NEIGHBORS, num_train - 1))
+
+
+def train(images, texts, test_images, test_labels, k, config, neighbors, args, device):
+    """tac.train_heads on the normalised rows, with a progress bar and the test metrics after every
+    epoch; returns the heads, the log and the test predictions."""
+    x, t = l2_normalize(images), l2_normalize(texts)
+    print(f"finding {neighbors} neighbours of {len(x)} train samples per modality")
+    x_nb, t_nb = (tac.neighbors(rows, neighbors, device, args.approximate_knn) for rows in (x, t))
+    test_x = torch.from_numpy(l2_normalize(test_images)).to(device)
+    steps = len(x) // min(config.batch_size, len(x))
+    with tqdm(total=steps * config.epochs, desc=f"training heads (K={k}, {config.epochs} epochs)", unit="step") as bar:
+        def after_epoch(image_head, epoch):
+            metrics = evaluate(test_labels, tac.predict(image_head, test_x))
+            if metrics is not None:
+                bar.set_postfix(epoch=epoch, acc=f"{metrics['acc']:.1f}", nmi=f"{metrics['nmi']:.1f}")
+            return {"test": metrics}
+
+        heads, log = tac.train_heads(torch.from_numpy(x).to(device), torch.from_numpy(t).to(device), x_nb, t_nb, k, config,
+                                     device, after_epoch=after_epoch, after_step=lambda: bar.update(1))
+    return heads, log, tac.predict(heads["image_head"], test_x)
+
+
 def main():
     args = parse_args(build_parser())
-    # None means the authors' setting for this dataset; args stay as given so the sidecar shows them
-    defaults = LARGE_DATASET_HEAD if args.dataset in LARGE_DATASETS else HEAD_DEFAULTS
-    epochs, batch_size, tau = (getattr(args, n) if getattr(args, n) is not None else defaults[n] for n in ("epochs", "batch_size", "tau"))
-    dxmc = args.variant == "dxmc"
-    prefix, terms = head_prefix(args)
-    instance_tau = (args.instance_tau or (0.5 if args.dataset in LARGE_DATASETS else 0.05)) if dxmc else None
-    run, device = start_stage(__file__, args)
-
+    run, device = start_stage(__file__, args, same_result)
     images = run.load_embedding(run.path("image_embedding", split="train"))
     texts = run.load_embedding(run.path("retrieved_text", split="train"), rows=("image_embedding_train.npy", len(images)))
     test_images = run.load_embedding(run.path("image_embedding", split="test"))
     test_labels = run.load_labels(run.path("labels", split="test"), len(test_images), required=args.num_clusters is None)
     k = resolve_num_clusters(args, test_labels, run, device)
-    if batch_size > len(images):
-        print(f"note: --batch-size {batch_size} exceeds the {len(images)} train samples; using one batch of {len(images)}")
+    config = head_config(args)
+    if config.batch_size > len(images):
+        print(f"note: --batch-size {config.batch_size} exceeds the {len(images)} train samples; using one batch of {len(images)}")
+    neighbors = num_neighbors(args, len(images))
 
-    # a small folder of photos (the drivers do not pass --neighbors) samples from all its other images
-    neighbors = args.neighbors if args.neighbors is not None else max(1, min(NEIGHBORS, len(images) - 1))
-    if neighbors < NEIGHBORS and args.neighbors is None:
-        print(f"note: only {len(images)} train samples; using {neighbors} neighbours instead of {NEIGHBORS}")
+    heads, log, preds = train(images, texts, test_images, test_labels, k, config, neighbors, args, device)
 
-    images, texts = l2_normalize(images), l2_normalize(texts)
-    print(f"finding {neighbors} neighbours of {len(images)} train samples per modality")
-    image_neighbors = torch.from_numpy(knn_indices(images, neighbors, device, args.approximate_knn)).to(device)
-    text_neighbors = torch.from_numpy(knn_indices(texts, neighbors, device, args.approximate_knn)).to(device)
-    test_x = torch.from_numpy(l2_normalize(test_images)).to(device)
-
-    def evaluate_epoch(image_head, epoch):
-        metrics = evaluate(test_labels, predict(image_head, test_x))
-        if metrics is not None:
-            bar.set_postfix(epoch=epoch, acc=f"{metrics['acc']:.1f}", nmi=f"{metrics['nmi']:.1f}")
-        return {"test": metrics}
-
-    steps = len(images) // min(batch_size, len(images))
-    with tqdm(total=steps * epochs, desc=f"training heads (K={k}, {epochs} epochs)", unit="step") as bar:
-        heads, log = train_heads(
-            torch.from_numpy(images).to(device), torch.from_numpy(texts).to(device), image_neighbors, text_neighbors, k,
-            epochs=epochs, batch_size=batch_size, lr=args.lr, tau=tau, alpha=args.alpha,
-            device=device, seed=args.seed, terms=terms, instance_tau=instance_tau, instance_on=args.instance_on, evaluate_epoch=evaluate_epoch, progress=bar)
-    preds = predict(heads["image_head"], test_x)
     metrics = evaluate(test_labels, preds)
-    config = {"num_clusters": k, "width": images.shape[1], "epochs": epochs, "batch_size": batch_size,
-              "lr": args.lr, "tau": tau, "alpha": args.alpha, "neighbors": neighbors, "variant": args.variant,
-              "loss_terms": list(terms), "instance_tau": instance_tau,
-              "instance_on": args.instance_on if dxmc else None}
-    states = {name: head.state_dict() for name, head in heads.items()}
-    run.save_torch(run.path("head", prefix=prefix), {**states, "config": config}, config)
-    run.save_array(run.path("head_preds", prefix=prefix), preds, config)
+    prefix = head_prefix(args)[0]
+    record = {"num_clusters": k, "width": images.shape[1], "epochs": config.epochs, "batch_size": config.batch_size,
+              "lr": config.lr, "tau": config.tau, "alpha": config.alpha, "neighbors": neighbors, "variant": args.variant,
+              "loss_terms": list(config.terms), "instance_tau": config.instance_tau,
+              "instance_on": args.instance_on if args.variant == "dxmc" else None}
+    run.save_torch(run.path("head", prefix=prefix), {**{name: h.state_dict() for name, h in heads.items()}, "config": record}, record)
+    run.save_array(run.path("head_preds", prefix=prefix), preds, record)
     run.save_json(run.path("head_metrics", prefix=prefix),
-                  {"method": prefix, "split": "test", "seed": args.seed, **config, "metrics": metrics, "epochs_log": log}, config)
+                  {"method": prefix, "split": "test", "seed": args.seed, **record, "metrics": metrics, "epochs_log": log}, record)
     print(f"{args.variant.upper()} heads ({prefix}) on {len(preds)} test images, K = {k}: {format_metrics(metrics)} -> {run.layout.run}")
 
 

@@ -17,6 +17,20 @@ from utils.stage import start_stage
 from utils.text_space import TEMPLATES, encode_vocabulary, read_csv_column
 
 
+# The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
+# utils/paths.py), and the arguments that cannot change what it writes (same_result).
+READS = ("image_embedding", "labels", "class_names")
+WRITES = {
+    "class_name_embedding": ("run", "class_name_embedding.npy"),
+    "zero_shot_preds": ("run", "zero_shot_preds.npy"),
+    "zero_shot_metrics": ("run", "zero_shot_metrics.json"),
+}
+
+
+def same_result(args):
+    return ("seed", "runtime")
+
+
 def build_parser():
     parser = base_parser(__doc__, runs=True)
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), help="prompt templates with {} for the class name")
@@ -30,7 +44,7 @@ def outputs(layout, args):
 
 def main():
     args = parse_args(build_parser())
-    run, device = start_stage(__file__, args)
+    run, device = start_stage(__file__, args, same_result)
     images = run.load_embedding(run.path("image_embedding", split="test"))
     labels = run.load_labels(run.path("labels", split="test"), len(images))
     names_path = run.path("class_names")

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.clustering import knn_indices  # noqa: E402
-from utils.heads import ClusterHead  # noqa: E402
+from utils.tac import ClusterHead  # noqa: E402
 from utils.losses import tac_loss  # noqa: E402
 from utils.rows import l2_normalize  # noqa: E402
 

@@ -32,14 +32,14 @@ sys.path.insert(0, ROOT)
 from utils.cli import chunk_rows_value  # noqa: E402
 from utils.clustering import kmeans_plan, knn_indices, spherical_kmeans  # noqa: E402
 from utils.config import IN_MEMORY_GIB  # noqa: E402
-from utils.heads import train_heads  # noqa: E402
 from utils.rows import CHUNK_ROWS, GIB, l2_normalize  # noqa: E402
-from utils.text_space import RETRIEVAL_CHUNK, reverse_classify, soft_retrieve  # noqa: E402
+from utils.tac import RETRIEVAL_STEP as RETRIEVAL_CHUNK  # noqa: E402
+from utils.tac import NOUN_STEP, HeadConfig, reverse_classify, soft_retrieve, train_heads  # noqa: E402
 
 FULL = {"train": 1281167, "test": 50000, "k": 4271, "nouns": 146347, "classes": 1000, "width": 512, "gamma": 5,
         "neighbors": 50, "batch": 8192, "epochs": 100}
 MAX_POINTS_PER_CENTROID = 256  # the stages' default (faiss's)
-REVERSE_CHUNK = 16384  # nouns per softmax in utils.text_space.reverse_classify
+REVERSE_CHUNK = NOUN_STEP  # nouns per softmax in utils.tac.reverse_classify
 HNSW_LINKS = 2 * 32  # level-0 neighbours per point of knn_indices' HNSW graph (M = 32), int32 each
 
 
@@ -185,8 +185,8 @@ def main():
     # head training: one epoch on the slice with the ImageNet batch size; cost ~ N per epoch
     x, y = torch.from_numpy(images), torch.from_numpy(counterparts)
     nb = torch.from_numpy(rng.integers(0, n, (n, FULL["neighbors"])))
-    t, _ = timed(lambda: train_heads(x, y, nb, nb, FULL["classes"], epochs=1, batch_size=FULL["batch"], lr=1e-3, tau=5.0,
-                                     alpha=5.0, device=torch.device("cpu"), seed=0))
+    t, _ = timed(lambda: train_heads(x, y, nb, nb, FULL["classes"], HeadConfig(epochs=1, batch_size=FULL["batch"], tau=5.0),
+                                     device=torch.device("cpu")))
     rows.append(("head training, 100 epochs", t, FULL["train"] / n * FULL["epochs"], f"batch {FULL['batch']}, K={FULL['classes']}"))
 
     print(f"\nImageNet-1K scale from a {f:.0%} slice ({n:,} x {d} train, k={k}), {args.threads} threads\n")

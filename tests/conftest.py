@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny randomly initialised CLIP saved as a checkpoint that clip.load(path)
 accepts, a generated image folder, and a tiny vocabulary; `needs`, for tests of what install.sh installs."""
 import contextlib
+import importlib
 import csv
 import io
 import os
@@ -50,7 +51,7 @@ def run_script(script, *args, cwd=ROOT, check=True, cli=False):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                code = call_script(script, argv)
+                code = call_script(importlib.import_module(script[:-3]), argv)
             except Exception:  # a crash: its traceback, as Python would print it, and exit code 1
                 traceback.print_exc()
                 code = 1

@@ -26,7 +26,7 @@ from utils.rows import (
     npy_header,
     open_rows,
 )
-from utils.text_space import soft_retrieve
+from utils.tac import soft_retrieve
 
 COMMON = ["--dataset", "planted", "--backbone", "hand", "--device", "cpu"]  # bytes compared with soft_retrieve on the CPU
 ON_DISK = ["--in-memory-gib", 0, "--chunk-rows", CHUNK_MULTIPLE]
@@ -198,10 +198,14 @@ def test_retrieved_text_bytes_do_not_depend_on_chunk_rows(tmp_path):
 
 
 def test_chunk_rows_is_ignored_by_reuse_and_checked(tmp_path):
-    for script in ("filter_nouns.py", "concat_kmeans.py"):
-        assert "chunk_rows" not in result_args(script, {"chunk_rows": 8192, "in_memory_gib": 4.0})
-        assert "in_memory_gib" in result_args(script, {"chunk_rows": 8192, "in_memory_gib": 4.0})
-    assert result_args("retrieve_text.py", {"chunk_rows": 8192, "tau": 0.005}) == {"tau": 0.005}
+    import concat_kmeans
+    import filter_nouns
+    import retrieve_text
+
+    for stage in (filter_nouns, concat_kmeans):
+        assert "chunk_rows" not in result_args({"chunk_rows": 8192, "in_memory_gib": 4.0}, stage.same_result)
+        assert "in_memory_gib" in result_args({"chunk_rows": 8192, "in_memory_gib": 4.0}, stage.same_result)
+    assert result_args({"chunk_rows": 8192, "tau": 0.005}, retrieve_text.same_result) == {"tau": 0.005}
     data, folder, _ = write_planted(tmp_path)
     for script in ("filter_nouns.py", "retrieve_text.py"):
         result = run_script(script, "--data-dir", data, *COMMON, "--chunk-rows", 1000, check=False)

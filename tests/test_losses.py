@@ -71,7 +71,7 @@ def test_dxmc_instance_term_reaches_the_clusters_only_through_a_shared_trunk():
     """DXMC as described reads the frozen embeddings in its instance heads: that term then has no
     gradient path into the cluster heads, whose training is exactly Dis - alpha H. Read from the
     cluster heads' hidden layer (--instance-on trunk), it changes them."""
-    from utils.heads import train_heads
+    from utils.tac import HeadConfig, train_heads
 
     rng = np.random.default_rng(0)
     x = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((64, 16)).astype(np.float32)), dim=1)
@@ -79,8 +79,8 @@ def test_dxmc_instance_term_reaches_the_clusters_only_through_a_shared_trunk():
     neighbors = torch.from_numpy(rng.integers(0, 64, (64, 5)))
 
     def image_head(**dxmc):
-        heads, _ = train_heads(x, t, neighbors, neighbors, 3, epochs=2, batch_size=16, lr=1e-2, tau=0.5, alpha=5.0,
-                               device="cpu", seed=0, terms=("dis", "entropy"), **dxmc)
+        heads, _ = train_heads(x, t, neighbors, neighbors, 3, HeadConfig(epochs=2, batch_size=16, lr=1e-2, tau=0.5, alpha=5.0,
+                                                               seed=0, terms=("dis", "entropy"), **dxmc))
         return heads["image_head"].state_dict()
 
     plain, on_embedding, on_trunk = image_head(), image_head(instance_tau=0.05), image_head(instance_tau=0.05, instance_on="trunk")

@@ -121,7 +121,7 @@ def test_same_command_same_bytes_and_runs_side_by_side(tmp_path):
 def test_heads_start_as_the_authors_trunc_normal_weights_default_biases():
     import torch
 
-    from utils.heads import ClusterHead
+    from utils.tac import ClusterHead
 
     torch.manual_seed(0)
     head = ClusterHead(512, 10)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from utils.clustering import knn_indices, member_centers
-from utils.text_space import reverse_classify, soft_retrieve, top_nouns_per_center
+from utils.tac import reverse_classify, soft_retrieve, top_nouns_per_center
 
 CENTERS = np.array([[1.0, 0.0], [0.0, 1.0]])
 NOUNS = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6], [-1.0, 0.0]])

@@ -14,7 +14,7 @@ def _use_gpu(device):
 
 
 def spherical_kmeans(x, k, niter, nredo, max_points_per_centroid, seed, device=None, in_memory_gib=IN_MEMORY_GIB,
-                     chunk_rows=CHUNK_ROWS):
+                     chunk_rows=None):
     """faiss spherical k-means on L2-normalised rows. Returns (assignments, centroids as faiss left them).
 
     max_points_per_centroid is faiss's subsampling cap (its default 256 is what the authors ran);
@@ -27,11 +27,13 @@ def spherical_kmeans(x, k, niter, nredo, max_points_per_centroid, seed, device=N
     drawn here by numpy with `seed` (faiss's own draw is internal to it and changes between
     versions, so above the threshold the sample, and with it the clusters, are another draw than
     faiss's), read from disk; then every row is assigned to its nearest centroid a chunk of
-    `chunk_rows` at a time, with the bytes one search of all rows would give (utils.rows.chunk_bounds).
+    `chunk_rows` (default: the rows' own) at a time, with the bytes one search of all rows would
+    give (utils.rows.chunk_bounds).
     """
     import faiss
 
     rows = as_rows(x)
+    chunk_rows = chunk_rows or rows.chunk_rows
     n, dim = rows.shape
     if k > n:
         raise StageError(f"k-means asks for {k} clusters but there are only {n} points: lower k (--k / --num-clusters) or use more images")
@@ -54,12 +56,12 @@ def spherical_kmeans(x, k, niter, nredo, max_points_per_centroid, seed, device=N
     return nearest_centroid(kmeans.index, rows, chunk_rows), kmeans.centroids.copy()
 
 
-def normalized_rows(x, chunk_rows=CHUNK_ROWS):
+def normalized_rows(x, chunk_rows=None):
     """l2_normalize(x) as one float32 array, filled a chunk at a time: the rows and one chunk in
     memory, not the rows twice (and for Features, not every part and their concatenation)."""
     rows = as_rows(x)
     out = np.empty(rows.shape, dtype=np.float32)
-    for start, stop in chunk_bounds(len(rows), chunk_rows):
+    for start, stop in chunk_bounds(len(rows), chunk_rows or rows.chunk_rows):
         out[start:stop] = l2_normalize(rows.read(start, stop))
     return out
 
@@ -84,27 +86,27 @@ def record_kmeans_plan(run, args, shape, k, what):
               f"k-means trained on {plan['training_points']} of them (sample: {plan['sample']})")
 
 
-def nearest_centroid(index, x, chunk_rows=CHUNK_ROWS):
+def nearest_centroid(index, x, chunk_rows=None):
     """index.search(l2_normalize(x), 1)'s labels, as int64, searched a chunk of rows at a time."""
     rows = as_rows(x)
     assignments = np.empty(len(rows), dtype=np.int64)
-    for start, stop in chunk_bounds(len(rows), chunk_rows, dim=rows.shape[1]):
+    for start, stop in chunk_bounds(len(rows), chunk_rows or rows.chunk_rows, dim=rows.shape[1]):
         _, found = index.search(np.ascontiguousarray(l2_normalize(rows.read(start, stop))), 1)
         assignments[start:stop] = found[:, 0]
     return assignments
 
 
-def member_centers(x, assignments, k, fallback, chunk_rows=CHUNK_ROWS):
+def member_centers(x, assignments, k, fallback, chunk_rows=None):
     """Each center = L2-normalised mean of its normalised members; an empty one keeps `fallback`.
     Assignments of -1 (outliers) count toward no center. x may be rows on disk (utils.rows),
-    read a chunk at a time.
+    read a chunk (default: the rows' own) at a time.
 
     (The authors take the plain mean, which is NaN for an empty center.)
     """
     rows = as_rows(x)
     assignments = np.asarray(assignments)
     sums = np.zeros((k, rows.shape[1]), dtype=np.float64)
-    for start, stop in chunk_bounds(len(rows), chunk_rows):
+    for start, stop in chunk_bounds(len(rows), chunk_rows or rows.chunk_rows):
         part, assigned = l2_normalize(rows.read(start, stop)), assignments[start:stop]
         members = assigned >= 0  # -1 marks an outlier (DBSCAN noise): it belongs to no center
         if not members.all():

@@ -6,7 +6,8 @@ import torch
 from utils.errors import StageError
 from utils.provenance import read_sidecar
 from utils.rows import l2_normalize
-from utils.text_space import RETRIEVAL_TAU, read_csv_column, retrieval_weights
+from utils.tac import RETRIEVAL_TAU, retrieval_weights
+from utils.text_space import read_csv_column
 
 KMEANS_SOURCES = ("concat_kmeans", "image_kmeans")
 
@@ -73,7 +74,7 @@ def noun_mass(images, kept_embeddings, preds, num_clusters, tau, device="cpu"):
     (the same softmax(cos / tau) that builds the counterparts): K x M, rows sum to 1 (0 if empty)."""
     mass = torch.zeros(num_clusters, len(kept_embeddings), dtype=torch.float64)
     preds_t = torch.from_numpy(np.asarray(preds, dtype=np.int64))
-    for start, weights, _ in retrieval_weights(images, kept_embeddings, tau, device, desc="naming clusters"):
+    for start, weights, _ in retrieval_weights(images, kept_embeddings, tau, device):
         mass.index_add_(0, preds_t[start:start + len(weights)], weights.double().cpu())
     sizes = np.bincount(preds, minlength=num_clusters)
     return mass.numpy() / np.maximum(sizes, 1)[:, None]
@@ -97,7 +98,7 @@ def rank_names(mass, words, top):
 
 def head_confidence(head, features, preds):
     """The cluster head's probability of the cluster it assigned each image to."""
-    from utils.heads import predict_proba
+    from utils.tac import predict_proba
 
     return predict_proba(head, features)[np.arange(len(preds)), preds]
 

@@ -39,7 +39,7 @@ import warnings
 
 import numpy as np
 
-from utils.clustering import member_centers, spherical_kmeans
+from utils import tac
 from utils.config import (
     AUTHORS_KMEANS_SEED,
     DEFAULT_K_CRITERION,
@@ -92,7 +92,7 @@ def default_num_centers(dataset, num_train, k_clusters):
     """k for the semantic centers: the authors' value on a paper dataset, else Eq. 2 (rounded)."""
     if dataset in PAPER_NUM_CENTERS:
         return PAPER_NUM_CENTERS[dataset], "the authors' value for this dataset"
-    return max(int(round(num_train / 300)), 3 * k_clusters), "Eq. 2: max(N/300, 3K)"
+    return tac.num_semantic_centers(num_train, k_clusters), "Eq. 2: max(N/300, 3K)"
 
 
 def base_criterion(criterion):
@@ -110,20 +110,10 @@ def sample_rows(num_rows, size=SAMPLE, seed=SEED):
 
 
 def counterparts(images, nouns, num_centers, device=None):
-    """Text counterparts of `images` as stages 3-4 make them, with `num_centers` semantic centers."""
-    from utils.text_space import (
-        RETRIEVAL_TAU,
-        reverse_classify,
-        soft_retrieve,
-        top_nouns_per_center,
-    )
-
-    num_centers = min(num_centers, len(images))
-    assignments, centroids = spherical_kmeans(images, num_centers, device=device, **CENTERS_KMEANS)
-    centers, _ = member_centers(images, assignments, num_centers, fallback=centroids)
-    noun_center, confidence = reverse_classify(nouns, centers)
-    kept, _ = top_nouns_per_center(noun_center, confidence, num_centers, GAMMA)
-    return soft_retrieve(images, nouns[kept], RETRIEVAL_TAU, device="cpu" if device is None else device)
+    """Text counterparts of `images` as stages 3-4 make them (utils.tac), with `num_centers` semantic centers."""
+    centers, _ = tac.semantic_centers(images, min(num_centers, len(images)), CENTERS_KMEANS, device)
+    kept, _, _ = tac.select_nouns(nouns, centers, GAMMA)
+    return tac.soft_retrieve(images, nouns[kept], tac.RETRIEVAL_TAU, device="cpu" if device is None else device)
 
 
 def view(x, dims=VIEW_DIMS, seed=SEED):

@@ -1,4 +1,4 @@
-"""Where every file lives, and which stage writes it: the one description of the stage contract.
+"""Where every file lives. Which script writes which file is declared once, in that script.
 
 data/<ds>/<bb>/            the dataset's embeddings for one backbone (stage 1), shared by every run
 data/nouns/<bb>/           the vocabulary's embeddings (stage 2), shared by every dataset
@@ -6,10 +6,14 @@ data/backbones/            backbone weights downloaded or fitted once
 data/<ds>/<bb>/runs/NAME/  stages 3-6, name_clusters.py and zero_shot.py with --run NAME
                            (without --run they write into data/<ds>/<bb>/ itself)
 
-FILES names each file once: where it lives, its name, and the script that writes it. Each stage
-script's `outputs(layout, args)` says which of them it writes for given arguments; utils/reuse.py
-says when they are up to date.
+Every script that writes files names them in a module-level literal,
+    WRITES = {"kept_nouns": ("run", "kept_nouns.npy"), ...}    # name: (folder, file name pattern)
+read here from the script's source (utils/ never imports a script). Its `outputs(layout, args)`
+says which of them it writes for given arguments; utils/reuse.py says when they are up to date.
 """
+import ast
+import functools
+import glob
 import os
 import re
 import tempfile
@@ -17,38 +21,31 @@ import tempfile
 from utils.errors import StageError
 
 SPLITS = ("train", "test")
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FOLDERS = ("dataset", "vocab", "run")
 
-# name: (folder kind, file name pattern, the script that writes it)
-FILES = {
-    "image_embedding": ("dataset", "image_embedding_{split}.npy", "image_embedding.py"),
-    "labels": ("dataset", "labels_{split}.npy", "image_embedding.py"),
-    "image_index": ("dataset", "image_index_{split}.npy", "image_embedding.py"),
-    "image_files": ("dataset", "image_files_{split}.csv", "image_embedding.py"),  # folder datasets: each row's file
-    "encoded": ("dataset", "encoded_{split}.npy", "image_embedding.py"),  # the encoder's rows before centring (lite0-minilm)
-    "class_names": ("dataset", "class_names.csv", "image_embedding.py"),
-    "noun_embedding": ("vocab", "noun_embedding.npy", "text_embedding.py"),
-    "nouns": ("vocab", "nouns.csv", "text_embedding.py"),
-    "semantic_centers": ("run", "semantic_centers.npy", "filter_nouns.py"),
-    "kept_nouns": ("run", "kept_nouns.npy", "filter_nouns.py"),
-    "kept_nouns_csv": ("run", "kept_nouns.csv", "filter_nouns.py"),
-    "retrieved_text": ("run", "retrieved_text_{split}.npy", "retrieve_text.py"),
-    "kmeans_preds": ("run", "{method}_preds.npy", "concat_kmeans.py"),
-    "kmeans_metrics": ("run", "{method}_metrics.json", "concat_kmeans.py"),
-    "head": ("run", "{prefix}.pt", "train_head.py"),
-    "head_preds": ("run", "{prefix}_preds.npy", "train_head.py"),
-    "head_metrics": ("run", "{prefix}_metrics.json", "train_head.py"),
-    "class_name_embedding": ("run", "class_name_embedding.npy", "zero_shot.py"),
-    "zero_shot_preds": ("run", "zero_shot_preds.npy", "zero_shot.py"),
-    "zero_shot_metrics": ("run", "zero_shot_metrics.json", "zero_shot.py"),
-    "cluster_names": ("run", "cluster_names.csv", "name_clusters.py"),
-    "assignments": ("run", "assignments.csv", "name_clusters.py"),
-    "assignments_new": ("run", "assignments_new.csv", "assign_images.py"),
-    "report": ("run", "report/index.html", "name_clusters.py"),
-    "report_md": ("run", "report/index.md", "name_clusters.py"),
-    "name_match": ("run", "report/name_match.json", "name_clusters.py"),
-    "summary": ("dataset", "summary.{ext}", "run_pipeline.py"),
-    "table": ("dataset", "tables/{table}.{ext}", "reproduce.py"),
-}
+
+def declared(script, name):
+    """The literal value of the module-level assignment `name = ...` in `script`, or None."""
+    with open(script, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), script)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    return None
+
+
+@functools.cache
+def contract_files():
+    """Every file a script declares in its WRITES: name -> (folder, file name pattern, script)."""
+    files = {}
+    for script in sorted(glob.glob(os.path.join(PROJECT_ROOT, "*.py"))):
+        for name, (folder, pattern) in (declared(script, "WRITES") or {}).items():
+            if name in files or folder not in FOLDERS:
+                raise ValueError(f"{os.path.basename(script)} declares {name!r} in folder {folder!r}: "
+                                 f"a name may be written by one script only, into one of {FOLDERS}")
+            files[name] = (folder, pattern, os.path.basename(script))
+    return files
 
 
 def backbone_tag(name):
@@ -122,7 +119,7 @@ class Layout:
         return cls(args.data_dir, getattr(args, "dataset", None), backbone_tag(args.backbone), run or getattr(args, "run", None))
 
     def path(self, name, **fields):
-        kind, pattern, producer = FILES[name]
+        kind, pattern, producer = contract_files()[name]
         folder = getattr(self, kind)
         if folder is None:
             raise ValueError(f"{name} needs a dataset and a backbone")

@@ -230,7 +230,7 @@ class StageRun:
         producer = self._producer(path, producer)
         self.check_input(path, producer, **kwargs)
         try:
-            array = open_rows(path)
+            array = open_rows(path, chunk_rows=chunk_rows)
         except (ValueError, OSError, EOFError) as error:
             raise StageError(f"{path} is not a readable .npy file ({error}); re-run {producer}") from error
         if len(array.shape) != 2 or array.shape[0] == 0:

@@ -5,8 +5,8 @@ the stage; a stage reading it says which script to re-run):
   - the code its script runs: the script and every project module it imports, directly or through
     another, as parsed programs (utils.provenance.code_hash: comments, docstrings and formatting
     do not count);
-  - its arguments, except those listed in SAME_RESULT below (where files go, how fast they are
-    made, and seeds the stage does not use);
+  - its arguments, except where files go (PLACEMENT) and those its script declares in
+    `same_result(args)` (how fast they are made, seeds it does not use);
   - its inputs: the files it read (their sidecars' run ids) and, for image folders, the folder's
     files (path, size, modification time: utils.files).
 How the encoders of stages 1-2 computed their rows is the *encoder record* (`encoder` in their
@@ -33,45 +33,28 @@ from utils.provenance import (
 # Arguments that never change a script's result: where files go and how fast they are made.
 PLACEMENT = ("data_dir", "device", "run")
 ENCODER_SETTINGS = ("runtime", "batch_size", "workers", "shard_size")  # recorded as the encoder record instead
-
-# script -> the names of its other arguments that cannot change its result, given its recorded
-# arguments as a dict
-SAME_RESULT = {
-    "image_embedding.py": lambda a: ENCODER_SETTINGS + (() if a.get("train_subset") else ("seed",)),
-    "text_embedding.py": lambda a: ENCODER_SETTINGS + ("dataset", "seed"),
-    "filter_nouns.py": lambda a: ("chunk_rows",) if a.get("text_space") == "random" else ("seed", "chunk_rows"),
-    "retrieve_text.py": lambda a: ("seed", "chunk_rows"),
-    "concat_kmeans.py": lambda a: ("seed", "chunk_rows"),
-    "train_head.py": lambda a: (),
-    "zero_shot.py": lambda a: ("seed", "runtime"),
-    "name_clusters.py": lambda a: ("seed",),
-}
-
-
 # how --num-clusters auto estimates K: no part of the result when K is given
 AUTO_K = ("auto_range", "k_criterion")
 
 
-def result_args(script, args):
-    """The recorded arguments (a dict of JSON-able values) that can change `script`'s result."""
-    ignored = set(PLACEMENT)
-    if script in SAME_RESULT:
-        ignored |= set(SAME_RESULT[script](args))
+def result_args(args, same_result=None):
+    """The recorded arguments (a dict of JSON-able values) that can change a script's result;
+    `same_result(args)`, the script's own declaration, names those of its arguments that cannot."""
+    ignored = set(PLACEMENT) | set(same_result(args) if same_result else ())
     if args.get("num_clusters") != "auto":
         ignored |= set(AUTO_K)
     return {k: v for k, v in args.items() if k not in ignored}
 
 
-def up_to_date(path, script, args):
+def up_to_date(path, script, args, same_result=None):
     """True when `path` was made by this code of `script` from inputs unchanged since, with the same
-    arguments apart from those that cannot change its result (SAME_RESULT)."""
+    arguments apart from those that cannot change its result (`same_result`, the script's declaration)."""
     meta = read_sidecar(path) if os.path.exists(path) else None
     if meta is None or meta.get("script") != os.path.basename(script):
         return False
     code = meta.get("code") or {}
-    name = os.path.basename(script)
     return (code.get("hash") == code_hash(code.get("files", []))
-            and result_args(name, meta.get("args", {})) == result_args(name, jsonable_args(args))
+            and result_args(meta.get("args", {}), same_result) == result_args(jsonable_args(args), same_result)
             and changed_input(path, meta) is None)
 
 
@@ -87,5 +70,5 @@ def row_key(run, encoder):
     """A hash of everything an encoded row's bits depend on: the stage's code, its result arguments
     and the encoder record. Rows are combined into one file only under one row key."""
     record = {"script": run.script, "code": code_hash(code_files(run.script_path)),
-              "args": result_args(run.script, run.args), "encoder": encoder}
+              "args": result_args(run.args, getattr(run, "same_result", None)), "encoder": encoder}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]

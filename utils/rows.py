@@ -45,6 +45,8 @@ def chunk_bounds(n, rows=CHUNK_ROWS, dim=None):
 class ArrayRows:
     """An array in memory behind the interface of NpyRows."""
 
+    chunk_rows = CHUNK_ROWS  # rows a chunked computation reads at a time (utils.clustering)
+
     def __init__(self, array, dtype=np.float32):
         self.array = np.asarray(array)
         self.dtype = np.dtype(dtype) if dtype is not None else self.array.dtype
@@ -65,15 +67,17 @@ class ArrayRows:
 
 
 class NpyRows:
-    """A 2-D C-ordered .npy file, read by rows with file reads (cast to `dtype`)."""
+    """A 2-D C-ordered .npy file, read by rows with file reads (cast to `dtype`), `chunk_rows` at a
+    time by the computations that read it all (utils.clustering)."""
 
-    def __init__(self, path, dtype=np.float32):
+    def __init__(self, path, dtype=np.float32, chunk_rows=CHUNK_ROWS):
         header = np.load(path, mmap_mode="r", allow_pickle=False)  # parses the header; maps, reads nothing
         if header.ndim != 2 or not header.flags.c_contiguous:
             raise ValueError("not a 2-D C-ordered array")
         self.path, self.shape, self.stored, self.offset = path, header.shape, header.dtype, header.offset
         self.dtype = np.dtype(dtype) if dtype is not None else header.dtype
         self.row_bytes = self.shape[1] * self.stored.itemsize
+        self.chunk_rows = chunk_rows
         del header
 
     def __len__(self):
@@ -116,14 +120,16 @@ class NpyRows:
         return self.read(0, len(self))
 
 
-def open_rows(path, dtype=np.float32):
+def open_rows(path, dtype=np.float32, chunk_rows=CHUNK_ROWS):
     """NpyRows for a 2-D C-ordered .npy file; any other readable .npy (Fortran order, another
     number of dimensions) is loaded whole behind the same interface. Raises what np.load raises
     (ValueError, OSError, EOFError) on a file that is not a readable .npy."""
     try:
-        return NpyRows(path, dtype)
+        return NpyRows(path, dtype, chunk_rows)
     except ValueError:
-        return ArrayRows(np.load(path, allow_pickle=False), dtype)
+        rows = ArrayRows(np.load(path, allow_pickle=False), dtype)
+        rows.chunk_rows = chunk_rows
+        return rows
 
 
 def as_rows(x):
@@ -137,6 +143,7 @@ class Features:
 
     def __init__(self, *sources):
         self.sources = [as_rows(s) for s in sources]
+        self.chunk_rows = self.sources[0].chunk_rows
         self.shape = (len(self.sources[0]), sum(s.shape[1] for s in self.sources))
         self.dtype = np.dtype(np.float32)
 

@@ -41,10 +41,11 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def start_stage(script, args, uses_dataset=True, distributed=False):
+def start_stage(script, args, same_result=None, uses_dataset=True, distributed=False):
     """Choose the device, seed everything, open the stage's StageRun (paths.Layout of data/<ds>/<bb>,
-    its run folder and the vocabulary's); return (run, device). Under torchrun only a `distributed`
-    stage (stages 1-2, which then join the group: utils.distributed.join) may run; any other refuses,
+    its run folder and the vocabulary's); return (run, device). `same_result`: the script's
+    declaration of the arguments that cannot change what it writes (utils/reuse.py).
+    Under torchrun only a `distributed` stage (stages 1-2, which then join the group: utils.distributed.join) may run; any other refuses,
     since every process would write its files."""
     ensure_writable(args.data_dir)
     device = pick_device(args.device)
@@ -54,5 +55,6 @@ def start_stage(script, args, uses_dataset=True, distributed=False):
     seed_everything(args.seed)
     run = StageRun(script, args, args.data_dir, dataset=args.dataset if uses_dataset else None,
                    backbone=backbone_tag(args.backbone), run=getattr(args, "run", None))
+    run.same_result = same_result
     run.record["device_used"] = str(device)
     return run, device

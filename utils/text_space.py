@@ -1,13 +1,13 @@
-"""The text side of TAC: word lists, noun prompts, reverse classification of nouns to image semantic centers
-(keep the top gamma per center), and soft retrieval of a text counterpart for every image."""
+"""The text side's machinery: word lists, the prompts of a vocabulary and their encoding (stage 2),
+and soft retrieval (utils.tac) streamed over images read from disk (stage 4)."""
 import csv
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from utils.errors import StageError
-from utils.rows import CHUNK_MULTIPLE, as_rows, chunk_bounds, l2_normalize
+from utils.rows import as_rows, chunk_bounds
+from utils.tac import RETRIEVAL_STEP, soft_retrieve
 
 # The 7 prompt templates the authors ensemble (their spelling, "a origami" included).
 TEMPLATES = (
@@ -19,12 +19,6 @@ TEMPLATES = (
     "art of the {}.",
     "a photo of the small {}.",
 )
-
-# The retrieval temperature tau-tilde of the paper (stage 4); cluster naming weighs nouns with it too.
-RETRIEVAL_TAU = 0.005
-# Images per retrieval step (their softmax weights over the texts are held at once). A file read a
-# chunk at a time is read in these steps, so that the computation is the same whatever its size.
-RETRIEVAL_CHUNK = CHUNK_MULTIPLE
 
 
 def read_csv_column(path, column):
@@ -88,64 +82,14 @@ def encode_vocabulary(backbone, words, templates=TEMPLATES, batch_size=256):
     return word_embeddings(features, rows), len(prompts)
 
 
-def reverse_classify(nouns, centers, chunk=16384):
-    """Softmax over the centers of cosine similarity (no temperature) for every noun.
-
-    Returns each noun's argmax center and that probability."""
-    nouns, centers = l2_normalize(nouns), l2_normalize(centers)
-    assigned = np.empty(len(nouns), dtype=np.int64)
-    confidence = np.empty(len(nouns), dtype=np.float32)
-    for start in range(0, len(nouns), chunk):
-        logits = torch.from_numpy(nouns[start:start + chunk] @ centers.T)
-        prob, center = torch.softmax(logits, dim=1).max(dim=1)
-        assigned[start:start + chunk], confidence[start:start + chunk] = center.numpy(), prob.numpy()
-    return assigned, confidence
-
-
-def top_nouns_per_center(assigned, confidence, num_centers, gamma):
-    """Indices of the top-gamma nouns of each center by confidence, center by center, best first.
-
-    Ties keep vocabulary order. Centers with no noun contribute nothing. Returns (indices, centers)."""
-    order = np.lexsort((np.arange(len(assigned)), -confidence, assigned))  # by center, then confidence
-    sorted_centers = assigned[order]
-    starts = np.searchsorted(sorted_centers, np.arange(num_centers))
-    rank = np.arange(len(order)) - starts[sorted_centers]
-    keep = order[rank < gamma]
-    return keep, assigned[keep]
-
-
-def retrieval_weights(images, texts, tau, device="cpu", chunk=RETRIEVAL_CHUNK, desc="retrieving", read_rows=None):
-    """Yield (start, softmax_j(cos(v_i, t_j) / tau), normalised texts) chunk by chunk of `chunk` images.
-
-    images may be rows on disk (utils.rows.NpyRows), read `read_rows` at a time (default: `chunk`;
-    a multiple of it, so that every chunk holds the same images whatever it is), each chunk then
-    normalised."""
-    texts_t = torch.from_numpy(l2_normalize(texts)).to(device)
+def retrieved_chunks(images, texts, tau, device="cpu", read_rows=RETRIEVAL_STEP, desc="retrieving"):
+    """utils.tac.soft_retrieve on images left on disk (utils.rows.NpyRows), read `read_rows` at a
+    time: yields the counterparts of each block, in order. `read_rows` is a multiple of the
+    retrieval step, so every block is cut into the steps the whole array would be: the same bytes."""
+    if read_rows % RETRIEVAL_STEP:
+        raise ValueError(f"rows read at a time ({read_rows}) must be a multiple of the retrieval step ({RETRIEVAL_STEP})")
     rows = as_rows(images)
-    read_rows = read_rows or chunk
-    if read_rows % chunk:
-        raise ValueError(f"rows read at a time ({read_rows}) must be a multiple of the retrieval chunk ({chunk})")
-    with tqdm(total=-(-len(rows) // chunk), desc=desc, unit="chunk", leave=False) as bar:
+    with tqdm(total=len(rows), desc=desc, unit="image", leave=False) as bar:
         for first, last in chunk_bounds(len(rows), read_rows):
-            block = rows.read(first, last)
-            for start in range(0, len(block), chunk):
-                v = torch.from_numpy(l2_normalize(block[start:start + chunk])).to(device)
-                yield first + start, torch.softmax(v @ texts_t.T / tau, dim=1), texts_t
-                bar.update()
-
-
-def retrieved_chunks(images, texts, tau, device="cpu", chunk=RETRIEVAL_CHUNK, read_rows=None):
-    """soft_retrieve's rows, a chunk of `chunk` images at a time (float32 arrays, in order); images
-    on disk are read `read_rows` at a time (retrieval_weights)."""
-    for _, weights, texts_t in retrieval_weights(images, texts, tau, device, chunk, read_rows=read_rows):
-        yield torch.nn.functional.normalize(weights @ texts_t, dim=1).cpu().numpy()
-
-
-def soft_retrieve(images, texts, tau, device="cpu", chunk=RETRIEVAL_CHUNK):
-    """Counterpart_i = normalise(sum_j softmax_j(cos(v_i, t_j) / tau) t_j)."""
-    out = np.empty((len(images), texts.shape[1]), dtype=np.float32)
-    start = 0
-    for part in retrieved_chunks(images, texts, tau, device, chunk):
-        out[start:start + len(part)] = part
-        start += len(part)
-    return out
+            yield soft_retrieve(rows.read(first, last), texts, tau, device)
+            bar.update(last - first)
