@@ -8,10 +8,8 @@ backbone, and none of the inputs recorded in its sidecar changed since (else: re
 that made it). Files placed by hand (no sidecar) are accepted as they are: their size and mtime
 stand in for a run_id, so replacing them later still marks what was made from them as stale.
 """
-import ast
 import csv
 import datetime
-import hashlib
 import io
 import json
 import os
@@ -22,13 +20,13 @@ import uuid
 
 import numpy as np
 
+from utils.code_hash import code_files, code_hash
 from utils.errors import StageError
 from utils.files import changed_source
 from utils.paths import Layout
 from utils.rows import CHUNK_ROWS, chunk_bounds, npy_header, open_rows
 
 SIDECAR_SUFFIX = ".meta.json"
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sidecar_path(path):
@@ -51,67 +49,6 @@ def fingerprint(path):
         return meta["run_id"]
     stat = os.stat(path)
     return f"file:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def project_imports(path):
-    """The project's own modules (utils.* and top-level ones) a source file imports anywhere in it,
-    lazy imports inside functions included, as file paths."""
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.update(f"{node.module}.{a.name}" for a in node.names)  # `from utils import x` imports utils/x.py
-            names.add(node.module)
-    files = (os.path.join(PROJECT_ROOT, *name.split(".")) + ".py" for name in names)
-    return {f for f in files if os.path.isfile(f)}
-
-
-def code_files(script):
-    """The script and every project module it imports, directly or through another, read from the
-    sources: the same list whether the stage runs alone or in a driver's process after others."""
-    found, todo = set(), [os.path.abspath(script)]
-    while todo:
-        path = todo.pop()
-        if path not in found:
-            found.add(path)
-            todo.extend(project_imports(path) - found)
-    found.discard(os.path.abspath(script))
-    return [os.path.relpath(p, PROJECT_ROOT) for p in [os.path.abspath(script)] + sorted(found)]
-
-
-def _strip_docstrings(tree):
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
-
-
-def program(path):
-    """A source file as its parsed program: the same text however it is commented, documented or
-    formatted; the file's bytes when it does not parse (a broken file is a change too)."""
-    with open(path, "rb") as f:
-        source = f.read()
-    try:
-        return ast.dump(_strip_docstrings(ast.parse(source, path))).encode()
-    except (SyntaxError, ValueError):
-        return source
-
-
-def code_hash(files):
-    """Hash of those files' programs as they are now: a changed stage or helper is never taken as up
-    to date, and a comment, a docstring or a reformatting changes nothing."""
-    digest = hashlib.sha256()
-    for rel in files:
-        path = os.path.join(PROJECT_ROOT, rel)
-        digest.update(rel.encode())
-        if os.path.exists(path):
-            digest.update(program(path))
-    return digest.hexdigest()[:16]
 
 
 def library_versions():

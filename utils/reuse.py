@@ -22,13 +22,8 @@ import hashlib
 import json
 import os
 
-from utils.provenance import (
-    changed_input,
-    code_files,
-    code_hash,
-    jsonable_args,
-    read_sidecar,
-)
+from utils.code_hash import code_files, code_hash
+from utils.provenance import changed_input, jsonable_args, read_sidecar
 
 # Arguments that never change a script's result: where files go and how fast they are made.
 PLACEMENT = ("data_dir", "device", "run")
