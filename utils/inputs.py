@@ -19,8 +19,7 @@ class StageInputs:
     def __init__(self, layout, expected):
         self.layout = layout  # a paths.Layout: which script makes which file
         self.expected = expected  # {"dataset": ..., "backbone": ...} this run is for
-        self.inputs = {}
-        self.sources = []
+        self.inputs, self.sources = {}, []
 
     def _producer(self, path, producer):
         """The script to name in an error about `path`: as given, else the one the contract names."""
