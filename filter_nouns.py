@@ -20,12 +20,8 @@ from utils.cli import (
     kmeans_settings,
 )
 from utils import tac
-from utils.clustering import (
-    CENTER_METHODS,
-    image_clusters,
-    member_centers,
-    record_kmeans_plan,
-)
+from utils.center_methods import CENTER_METHODS, image_clusters
+from utils.clustering import member_centers, record_kmeans_plan
 from utils.config import GAMMA
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.num_clusters import default_num_centers, resolve_num_clusters

@@ -203,8 +203,9 @@ def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, la
             print("note: WordNet is not installed (apt-get install wordnet-base wordnet-sense-index): names are not checked against the classes")
     out = os.path.dirname(run.path("report"))
     report = ClusterReport(f"Clusters of {args.dataset} ({args.backbone}, from {args.source}_preds.npy, seed {args.seed})",
-                           preds, confidence, index, ranked, sizes, paths, labels, class_names, majority, relations, match,
-                           shown=args.thumbnails, links=isinstance(dataset, ImageFiles), k_choice=choice)
+                           preds, confidence, index, ranked, sizes, paths=paths, labels=labels, class_names=class_names,
+                           majority=majority, relations=relations, match=match, thumbnails=args.thumbnails,
+                           links=isinstance(dataset, ImageFiles), k_choice=choice)
     out = os.path.dirname(run.path("report"))
     if dataset is not None:
         write_thumbnails(out, dataset, index[report.thumbnail_rows()])

@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-import utils.clustering as clustering
-from utils.clustering import (
-    CENTER_METHODS,
-    image_clusters,
-    member_centers,
-    spherical_kmeans,
-)
+import utils.center_methods as center_methods
+from utils.center_methods import CENTER_METHODS, image_clusters
+from utils.clustering import member_centers, spherical_kmeans
 from utils.errors import StageError
 from utils.rows import l2_normalize
 
@@ -63,7 +59,7 @@ def test_every_method_recovers_planted_blobs(method, count):
 
 
 def test_agglomerative_on_a_neighbour_graph_recovers_blobs(monkeypatch):
-    monkeypatch.setattr(clustering, "WARD_FULL_MAX_POINTS", 0)  # as for a large N
+    monkeypatch.setattr(center_methods, "WARD_FULL_MAX_POINTS", 0)  # as for a large N
     x, labels = blobs(axes(5), 40, seed=7)
     assignments, _, info = image_clusters(x, 5, "agglomerative", seed=0, kmeans=KMEANS)
     assert info["connectivity_graph"] is True

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 from conftest import ROOT, run_script
 
-from utils.provenance import code_files, code_hash, project_imports
+from utils.code_hash import code_files, code_hash, project_imports
 
 STAGES = ("image_embedding.py", "text_embedding.py", "filter_nouns.py", "retrieve_text.py", "concat_kmeans.py", "train_head.py")
 
@@ -54,9 +54,9 @@ def test_the_encoders_hash_covers_their_code_not_the_clusterings():
 
 
 def test_a_comment_or_docstring_changes_no_code_hash_and_a_new_statement_does(tmp_path, monkeypatch):
-    import utils.provenance as provenance
+    import utils.code_hash
 
-    monkeypatch.setattr(provenance, "PROJECT_ROOT", str(tmp_path))
+    monkeypatch.setattr(utils.code_hash, "PROJECT_ROOT", str(tmp_path))
     module = tmp_path / "m.py"
     module.write_text('"""Doc."""\nx = 1\n')
     before = code_hash(["m.py"])

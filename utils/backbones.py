@@ -15,6 +15,7 @@ import os
 import numpy as np
 import torch
 
+from utils.clip_text import shared_prefix_text_features, trimmed_text_features
 from utils.errors import StageError
 from utils.onnx_runtime import image_tower, in_chunks, resolve_runtime
 
@@ -62,7 +63,7 @@ class ClipBackbone:
         order = torch.argsort(lengths, stable=True)
         on_cpu = self.device.type == "cpu"
         # the shared prefix saves FLOPs, which bound a CPU; a GPU at these batch sizes is bound by
-        # kernel launches, which it doubles (measured on an H200: 5,600 against 9,200 prompts/s)
+        # kernel launches, which it doubles (benchmarks/README.md)
         encode = self.encode_tokens_shared_prefix if on_cpu else self.encode_tokens_trimmed
         out = torch.empty(len(texts), self.width, device=self.device)
         for rows in order.split(self.text_chunk if on_cpu else len(texts)):
@@ -70,61 +71,12 @@ class ClipBackbone:
         return out
 
     def encode_tokens_trimmed(self, tokens):
-        """CLIP's encode_text with the context cut to the longest prompt of the batch.
-
-        Exact: the causal mask means no position attends past itself, and the feature is read at
-        the end-of-text token, which lies inside the kept prefix.
-        """
-        model = self.model
-        length = int((tokens != 0).sum(1).max())
-        tokens = tokens[:, :length]
-        x = model.token_embedding(tokens).type(self.dtype) + model.positional_embedding[:length].type(self.dtype)
-        x = x.permute(1, 0, 2)  # sequence first, as CLIP's transformer expects
-        mask = torch.full((length, length), float("-inf"), device=x.device).triu_(1).type(self.dtype)
-        for block in model.transformer.resblocks:
-            x = x + block.attn(block.ln_1(x), block.ln_1(x), block.ln_1(x), need_weights=False, attn_mask=mask)[0]
-            x = x + block.mlp(block.ln_2(x))
-        x = model.ln_final(x.permute(1, 0, 2)).type(self.dtype)
-        eot = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
-        return x[torch.arange(x.shape[0]), eot] @ model.text_projection
+        """CLIP's encode_text with the context cut to the longest prompt (utils.clip_text)."""
+        return trimmed_text_features(self.model, self.dtype, tokens)
 
     def encode_tokens_shared_prefix(self, tokens):
-        """encode_tokens_trimmed, with the tokens that every prompt of the batch starts with (the
-        template's `<start> a photo of a`) run once instead of once per prompt.
-
-        Exact for the same reason: under the causal mask a position's state depends only on the
-        tokens up to it, so a shared prefix has the same states in every prompt. The prompts' own
-        tokens attend to the prefix's keys and values and, causally, to each other's.
-        """
-        model, dtype = self.model, self.dtype
-        length = int((tokens != 0).sum(1).max())
-        tokens = tokens[:, :length]
-        eot = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
-        same = (tokens == tokens[:1]).all(0).int().cumprod(0)
-        shared = min(int(same.sum()), int(eot.min()))  # the end-of-text token stays with each prompt
-        if shared < 2 or len(tokens) < 2:
-            return self.encode_tokens_trimmed(tokens)
-
-        def embed(part, positions):
-            x = model.token_embedding(part).type(dtype) + model.positional_embedding[positions].type(dtype)
-            return x.permute(1, 0, 2)  # sequence first, as CLIP's transformer expects
-
-        def causal(rows, past):
-            mask = torch.zeros(rows, past + rows, device=tokens.device)
-            mask[:, past:] = torch.full((rows, rows), float("-inf"), device=tokens.device).triu_(1)
-            return mask.type(dtype)
-
-        prefix, own = embed(tokens[:1, :shared], slice(0, shared)), embed(tokens[:, shared:], slice(shared, length))
-        prefix_mask, own_mask = causal(shared, 0), causal(length - shared, shared)
-        for block in model.transformer.resblocks:
-            p, o = block.ln_1(prefix), block.ln_1(own)
-            context = torch.cat([p.expand(-1, len(tokens), -1), o])
-            own = own + block.attn(o, context, context, need_weights=False, attn_mask=own_mask)[0]
-            own = own + block.mlp(block.ln_2(own))
-            prefix = prefix + block.attn(p, p, p, need_weights=False, attn_mask=prefix_mask)[0]
-            prefix = prefix + block.mlp(block.ln_2(prefix))
-        x = model.ln_final(own.permute(1, 0, 2)).type(dtype)
-        return x[torch.arange(x.shape[0]), eot - shared] @ model.text_projection
+        """encode_tokens_trimmed with the prompts' shared prefix run once (utils.clip_text)."""
+        return shared_prefix_text_features(self.model, self.dtype, tokens)
 
 
 def save_random_clip(path, seed=0, embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,

@@ -5,6 +5,7 @@ import glob
 import html
 import os
 import pathlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,20 +54,33 @@ def file_link(path):
     return pathlib.Path(os.path.abspath(path)).as_uri()
 
 
+@dataclass(eq=False)
 class ClusterReport:
     """Everything the report shows, computed once by name_clusters.py. Arrays are over the
     clustered (test) images: `index` maps a row to its image in the dataset."""
 
-    def __init__(self, title, preds, confidence, index, ranked, sizes, paths=None, labels=None, class_names=None,
-                 majority=None, relations=None, match=None, shown=8, links=True, k_choice=None):
-        """`paths` name each image (a file, or a sample of a webdataset or Hugging Face dataset);
-        `links`: they are files, which the report links to."""
-        self.title, self.preds, self.confidence, self.index = title, preds, confidence, index
-        self.k_choice = k_choice  # how --num-clusters auto chose K (name_clusters.k_choice), or None
-        self.ranked, self.sizes, self.paths, self.links = ranked, sizes, paths, bool(paths) and links
-        self.labels, self.class_names, self.majority, self.relations, self.match = labels, class_names, majority, relations, match
-        self.clusters = [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]  # largest first
-        self.shown = {c: self._most_and_least(c, shown) for c in self.clusters}
+    title: str
+    preds: np.ndarray  # each row's cluster
+    confidence: np.ndarray  # each row's confidence in its cluster
+    index: np.ndarray  # each row's image in the dataset
+    ranked: list  # each cluster's names, [(word, mass)] best first
+    sizes: np.ndarray  # images per cluster
+    paths: list = None  # each dataset image's name (a file, or a sample of a webdataset or Hugging Face dataset)
+    labels: np.ndarray = None  # each row's class, on a labelled dataset
+    class_names: list = None
+    majority: np.ndarray = None  # each cluster's majority class (-1: none)
+    relations: dict = None  # cluster -> how its top name relates to its majority class (utils.wordnet.name_relation)
+    match: dict = None  # the names checked against the classes (name_clusters.name_agreement)
+    thumbnails: int = 8  # the most and the least confident images shown per cluster
+    links: bool = True  # the paths are files, which the report links to
+    k_choice: dict = None  # how --num-clusters auto chose K (name_clusters.k_choice), or None
+    clusters: list = field(init=False)  # the non-empty clusters, largest first
+    shown: dict = field(init=False)  # cluster -> rows of its most and least confident images
+
+    def __post_init__(self):
+        self.links = bool(self.paths) and self.links
+        self.clusters = [int(c) for c in np.argsort(-self.sizes, kind="stable") if self.sizes[c] > 0]
+        self.shown = {c: self._most_and_least(c, self.thumbnails) for c in self.clusters}
 
     def _most_and_least(self, cluster, count):
         """Rows of the cluster's `count` most confident images, best first, and of its `count` least
@@ -106,96 +120,122 @@ class ClusterReport:
     def names(self, cluster):
         return ", ".join(f"{w} ({m:.2f})" for w, m in self.ranked[cluster])
 
-    # ---- HTML ----------------------------------------------------------------------------------
-    def _figure(self, row, with_thumbnail):
-        describe = f"image {self.index[row]}" + (f" ({self.paths[self.index[row]]})" if self.paths else "")
-        caption = f"{self.confidence[row]:.2f}"
-        image = f'<img src="{thumbnail_name(self.index[row])}" alt="{html.escape(describe)}" title="{html.escape(describe)}, confidence {caption}">'
-        if self.links:
-            image = f'<a href="{html.escape(file_link(self.paths[self.index[row]]))}">{image}</a>'
-        return f"<figure>{image}<figcaption>{caption}</figcaption></figure>" if with_thumbnail else ""
-
-    def _member_rows(self, cluster):
-        rows = most_confident(self.preds, self.confidence, cluster, int(self.sizes[cluster]))
-        lines = []
-        for row in rows:
-            where = f"{self.index[row]}"
-            if self.paths:
-                path = self.paths[self.index[row]]
-                where = f'<a href="{html.escape(file_link(path))}">{html.escape(path)}</a>' if self.links else html.escape(path)
-            label = f"<td>{html.escape(self.class_names[self.labels[row]])}</td>" if self.class_names is not None else ""
-            lines.append(f"<tr><td>{where}</td><td>{self.confidence[row]:.4f}</td>{label}</tr>")
-        return "\n".join(lines)
-
     def html(self, with_thumbnails):
-        esc = html.escape
-        total = len(self.preds)
-        parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(self.title)}</title>",
-                 f"<style>{STYLE}</style></head><body>", f"<h1>{esc(self.title)}</h1>",
-                 f"<p>{total} images in {len(self.clusters)} non-empty clusters. Every image with its cluster "
-                 f"and confidence: <a href=\"../assignments.csv\">assignments.csv</a> (and under each cluster below); "
-                 f"the names and their mass: <a href=\"../cluster_names.csv\">cluster_names.csv</a>. Names are the kept "
-                 f"nouns ranked by their mean soft-retrieval weight over the cluster's images.</p>"]
-        if self.match is not None:
-            parts.append(f"<p>On the labels: the top name names the cluster's majority class in "
-                         f"{self.match['top_name_is_class_or_synonym_or_hypernym']} of {self.match['clusters']} clusters; "
-                         f"{100 * self.match['images_whose_cluster_name_names_their_class']:.1f}% of images are in a cluster "
-                         f"whose top name names their class.</p>")
-        if self.k_choice is not None:
-            sentence, pin, rows = self.k_lines()
-            parts += ['<h2 id="num-clusters">Number of clusters</h2>', f"<p>{esc(sentence)} To pin it (or to try a runner-up), run the "
-                      f"command with <code>--num-clusters {self.k_choice['chosen']}</code> in place of "
-                      f"<code>--num-clusters auto</code>:</p>",
-                      f"<pre>{esc(pin)}</pre>"]
-            if self.k_choice.get("image"):
-                parts.append(f'<p><img src="{esc(self.k_choice["image"])}" alt="{esc(self.k_choice["criterion"])} over K, '
-                             f'chosen K = {self.k_choice["chosen"]}" style="max-width: 36em"></p>')
-            parts += [f"<details><summary>The {esc(self.k_choice['criterion'])} curve</summary>",
-                      "<table><tr><th>K</th><th>score</th><th>standard error</th><th></th></tr>",
-                      *(f"<tr><td>{k}</td><td>{score}</td><td>{error}</td><td>{mark}</td></tr>" for k, score, error, mark in rows),
-                      "</table></details>"]
-        parts += ["<h2>Overview</h2>", '<table id="overview"><tr><th>cluster</th><th>images</th><th></th><th>names (mass)</th></tr>']
-        largest = max(int(self.sizes.max()), 1)
-        for c in self.clusters:
-            parts.append(f'<tr><td><a href="#cluster-{c}">{c}</a></td><td>{self.sizes[c]}</td>'
-                         f'<td><span class="bar" style="width:{8 * self.sizes[c] / largest:.2f}em"></span></td>'
-                         f"<td>{esc(self.names(c))}</td></tr>")
-        parts.append("</table>")
-        for c in self.clusters:
-            most, least = self.shown[c]
-            parts += [f'<section class="cluster" id="cluster-{c}">',
-                      f"<h2>Cluster {c}: {esc(self.ranked[c][0][0])}</h2>",
-                      f"<p>{self.sizes[c]} images ({100 * self.sizes[c] / total:.1f}%). Names: {esc(self.names(c))}. "
-                      f"{esc(self.majority_line(c))}</p>"]
-            if with_thumbnails:
-                parts += ["<h3>Most confident</h3>", '<div class="thumbs">', *(self._figure(r, True) for r in most), "</div>"]
-                if len(least):
-                    parts += ["<h3>Least confident (where it errs first)</h3>", '<div class="thumbs least">',
-                              *(self._figure(r, True) for r in least), "</div>"]
-            label = "<th>class</th>" if self.class_names is not None else ""
-            parts += [f"<details><summary>All {self.sizes[c]} images, most confident first</summary>",
-                      f"<table><tr><th>{'file' if self.links else 'sample' if self.paths else 'image'}</th><th>confidence</th>{label}</tr>",
-                      self._member_rows(c), "</table></details>", "</section>"]
-        parts.append("</body></html>")
-        return "\n".join(parts) + "\n"
+        return report_html(self, with_thumbnails)
 
-    # ---- Markdown ------------------------------------------------------------------------------
     def markdown(self, with_thumbnails):
-        lines = [f"# {self.title}", "", f"{len(self.preds)} images in {len(self.clusters)} non-empty clusters; "
-                 "open `index.html` for every cluster's most and least confident images. Every image's cluster and "
-                 "confidence: `../assignments.csv`.", "", "| cluster | images | names (mass) |", "|---|---|---|"]
-        lines += [f"| [{c}](#cluster-{c}) | {self.sizes[c]} | {self.names(c)} |" for c in self.clusters]
-        if self.k_choice is not None:
-            sentence, pin, rows = self.k_lines()
-            lines += ["", "## Number of clusters", "", sentence, "", f"To pin it, run the command with `--num-clusters "
-                      f"{self.k_choice['chosen']}` in place of `--num-clusters auto`:", "", f"    {pin}", ""]
-            if self.k_choice.get("image"):
-                lines += [f"![{self.k_choice['criterion']} over K]({self.k_choice['image']})", ""]
-            lines += ["| K | score | standard error | |", "|---|---|---|---|"]
-            lines += [f"| {k} | {score} | {error} | {mark} |" for k, score, error, mark in rows]
-        for c in self.clusters:
-            lines += ["", f"## Cluster {c}", "", f"{self.sizes[c]} images. Names: {self.names(c)}. {self.majority_line(c)}".rstrip()]
-            if with_thumbnails:
-                most, _ = self.shown[c]
-                lines += ["", " ".join(f"![image {self.index[r]}]({thumbnail_name(self.index[r])})" for r in most)]
-        return "\n".join(lines) + "\n"
+        return report_markdown(self, with_thumbnails)
+
+
+# ---- HTML ----------------------------------------------------------------------------------------
+def report_html(report, with_thumbnails):
+    """The report as one self-contained HTML page."""
+    esc = html.escape
+    parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(report.title)}</title>",
+             f"<style>{STYLE}</style></head><body>", f"<h1>{esc(report.title)}</h1>",
+             f"<p>{len(report.preds)} images in {len(report.clusters)} non-empty clusters. Every image with its cluster "
+             f"and confidence: <a href=\"../assignments.csv\">assignments.csv</a> (and under each cluster below); "
+             f"the names and their mass: <a href=\"../cluster_names.csv\">cluster_names.csv</a>. Names are the kept "
+             f"nouns ranked by their mean soft-retrieval weight over the cluster's images.</p>"]
+    match = report.match
+    if match is not None:
+        parts.append(f"<p>On the labels: the top name names the cluster's majority class in "
+                     f"{match['top_name_is_class_or_synonym_or_hypernym']} of {match['clusters']} clusters; "
+                     f"{100 * match['images_whose_cluster_name_names_their_class']:.1f}% of images are in a cluster "
+                     f"whose top name names their class.</p>")
+    if report.k_choice is not None:
+        parts += _html_num_clusters(report)
+    parts += ["<h2>Overview</h2>", '<table id="overview"><tr><th>cluster</th><th>images</th><th></th><th>names (mass)</th></tr>']
+    largest = max(int(report.sizes.max()), 1)
+    for c in report.clusters:
+        parts.append(f'<tr><td><a href="#cluster-{c}">{c}</a></td><td>{report.sizes[c]}</td>'
+                     f'<td><span class="bar" style="width:{8 * report.sizes[c] / largest:.2f}em"></span></td>'
+                     f"<td>{esc(report.names(c))}</td></tr>")
+    parts.append("</table>")
+    for c in report.clusters:
+        parts += _html_cluster(report, c, with_thumbnails)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _html_num_clusters(report):
+    """How K was chosen, the command that pins it, and the criterion's curve."""
+    esc, choice = html.escape, report.k_choice
+    sentence, pin, rows = report.k_lines()
+    parts = ['<h2 id="num-clusters">Number of clusters</h2>', f"<p>{esc(sentence)} To pin it (or to try a runner-up), run the "
+             f"command with <code>--num-clusters {choice['chosen']}</code> in place of "
+             f"<code>--num-clusters auto</code>:</p>",
+             f"<pre>{esc(pin)}</pre>"]
+    if choice.get("image"):
+        parts.append(f'<p><img src="{esc(choice["image"])}" alt="{esc(choice["criterion"])} over K, '
+                     f'chosen K = {choice["chosen"]}" style="max-width: 36em"></p>')
+    return parts + [f"<details><summary>The {esc(choice['criterion'])} curve</summary>",
+                    "<table><tr><th>K</th><th>score</th><th>standard error</th><th></th></tr>",
+                    *(f"<tr><td>{k}</td><td>{score}</td><td>{error}</td><td>{mark}</td></tr>" for k, score, error, mark in rows),
+                    "</table></details>"]
+
+
+def _html_cluster(report, c, with_thumbnails):
+    """A cluster's section: its names, its most and least confident images, and every member."""
+    esc, sizes = html.escape, report.sizes
+    most, least = report.shown[c]
+    parts = [f'<section class="cluster" id="cluster-{c}">',
+             f"<h2>Cluster {c}: {esc(report.ranked[c][0][0])}</h2>",
+             f"<p>{sizes[c]} images ({100 * sizes[c] / len(report.preds):.1f}%). Names: {esc(report.names(c))}. "
+             f"{esc(report.majority_line(c))}</p>"]
+    if with_thumbnails:
+        parts += ["<h3>Most confident</h3>", '<div class="thumbs">', *(_figure(report, r) for r in most), "</div>"]
+        if len(least):
+            parts += ["<h3>Least confident (where it errs first)</h3>", '<div class="thumbs least">',
+                      *(_figure(report, r) for r in least), "</div>"]
+    label = "<th>class</th>" if report.class_names is not None else ""
+    return parts + [f"<details><summary>All {sizes[c]} images, most confident first</summary>",
+                    f"<table><tr><th>{'file' if report.links else 'sample' if report.paths else 'image'}</th><th>confidence</th>{label}</tr>",
+                    _member_rows(report, c), "</table></details>", "</section>"]
+
+
+def _figure(report, row):
+    image_index = report.index[row]
+    describe = f"image {image_index}" + (f" ({report.paths[image_index]})" if report.paths else "")
+    caption = f"{report.confidence[row]:.2f}"
+    image = f'<img src="{thumbnail_name(image_index)}" alt="{html.escape(describe)}" title="{html.escape(describe)}, confidence {caption}">'
+    if report.links:
+        image = f'<a href="{html.escape(file_link(report.paths[image_index]))}">{image}</a>'
+    return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
+
+
+def _member_rows(report, cluster):
+    rows = most_confident(report.preds, report.confidence, cluster, int(report.sizes[cluster]))
+    lines = []
+    for row in rows:
+        where = f"{report.index[row]}"
+        if report.paths:
+            path = report.paths[report.index[row]]
+            where = f'<a href="{html.escape(file_link(path))}">{html.escape(path)}</a>' if report.links else html.escape(path)
+        label = f"<td>{html.escape(report.class_names[report.labels[row]])}</td>" if report.class_names is not None else ""
+        lines.append(f"<tr><td>{where}</td><td>{report.confidence[row]:.4f}</td>{label}</tr>")
+    return "\n".join(lines)
+
+
+# ---- Markdown ------------------------------------------------------------------------------------
+def report_markdown(report, with_thumbnails):
+    """The report's overview as Markdown: the clusters, how K was chosen, and each cluster's names."""
+    lines = [f"# {report.title}", "", f"{len(report.preds)} images in {len(report.clusters)} non-empty clusters; "
+             "open `index.html` for every cluster's most and least confident images. Every image's cluster and "
+             "confidence: `../assignments.csv`.", "", "| cluster | images | names (mass) |", "|---|---|---|"]
+    lines += [f"| [{c}](#cluster-{c}) | {report.sizes[c]} | {report.names(c)} |" for c in report.clusters]
+    choice = report.k_choice
+    if choice is not None:
+        sentence, pin, rows = report.k_lines()
+        lines += ["", "## Number of clusters", "", sentence, "", f"To pin it, run the command with `--num-clusters "
+                  f"{choice['chosen']}` in place of `--num-clusters auto`:", "", f"    {pin}", ""]
+        if choice.get("image"):
+            lines += [f"![{choice['criterion']} over K]({choice['image']})", ""]
+        lines += ["| K | score | standard error | |", "|---|---|---|---|"]
+        lines += [f"| {k} | {score} | {error} | {mark} |" for k, score, error, mark in rows]
+    for c in report.clusters:
+        lines += ["", f"## Cluster {c}", "", f"{report.sizes[c]} images. Names: {report.names(c)}. {report.majority_line(c)}".rstrip()]
+        if with_thumbnails:
+            most, _ = report.shown[c]
+            lines += ["", " ".join(f"![image {report.index[r]}]({thumbnail_name(report.index[r])})" for r in most)]
+    return "\n".join(lines) + "\n"

@@ -3,7 +3,7 @@
 An output's *result* depends on three things, and a change in any makes it stale (a driver re-runs
 the stage; a stage reading it says which script to re-run):
   - the code its script runs: the script and every project module it imports, directly or through
-    another, as parsed programs (utils.provenance.code_hash: comments, docstrings and formatting
+    another, as parsed programs (utils.code_hash: comments, docstrings and formatting
     do not count);
   - its arguments, except where files go (PLACEMENT) and those its script declares in
     `same_result(args)` (how fast they are made, seeds it does not use);
@@ -22,13 +22,8 @@ import hashlib
 import json
 import os
 
-from utils.provenance import (
-    changed_input,
-    code_files,
-    code_hash,
-    jsonable_args,
-    read_sidecar,
-)
+from utils.code_hash import code_files, code_hash
+from utils.provenance import changed_input, jsonable_args, read_sidecar
 
 # Arguments that never change a script's result: where files go and how fast they are made.
 PLACEMENT = ("data_dir", "device", "run")
