@@ -131,14 +131,18 @@ def measure(name, previous, today, items, per_item_gflop, repeats, peak, preproc
     return rows
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--images", type=int, default=256, help="images per timed call (the image stage's batch)")
     parser.add_argument("--prompts", type=int, default=2048, help="prompts per timed call")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[], choices=["lite0", "clip"], help="encoders to leave out")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     cpu = torch.device("cpu")

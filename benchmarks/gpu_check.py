@@ -80,7 +80,7 @@ def relative_error(a, b):
     return float((np.linalg.norm(a - b, axis=1) / np.maximum(np.linalg.norm(b, axis=1), 1e-12)).max())
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=4000, help="images per split (split evenly over 4 classes)")
     parser.add_argument("--nouns", type=int, default=20000, help="vocabulary: the first N nouns of data/ImageNet21kNouns.csv (7 templates)")
@@ -88,7 +88,11 @@ def main():
     parser.add_argument("--compare", nargs=2, default=["cuda", "cpu"], metavar=("DEVICE", "BASELINE"))
     parser.add_argument("--tolerance", type=float, default=2e-2, help="largest relative L2 error of an embedding row")
     parser.add_argument("--keep", default=None, help="keep the data under this folder (default: a temp folder, removed)")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
 
     import torch
 

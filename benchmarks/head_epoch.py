@@ -78,7 +78,7 @@ def epoch_per_sample(data, order, batch_size, k, max_steps):
     return time.perf_counter() - start, losses
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=50000)
     parser.add_argument("--width", type=int, default=512)
@@ -87,7 +87,11 @@ def main():
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=10**9, help="cap the steps of each epoch (for a quick look)")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     images = l2_normalize(rng.standard_normal((args.samples, args.width)))

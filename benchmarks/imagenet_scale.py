@@ -135,7 +135,7 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--kmeans-iterations", type=int, default=10)
@@ -143,7 +143,11 @@ def main():
     parser.add_argument("--chunk-rows", type=chunk_rows_value, default=CHUNK_ROWS, help="as stages 3-5 take it (memory table only)")
     parser.add_argument("--in-memory-gib", type=float, default=IN_MEMORY_GIB, help="as stages 3 and 5 take it (memory table only)")
     parser.add_argument("--memory-only", action="store_true", help="print the memory table only (no timing)")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     if args.memory_only:
         print_memory(args.chunk_rows, args.in_memory_gib)
         return

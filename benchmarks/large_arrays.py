@@ -144,7 +144,7 @@ print(total)
 """
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=32, help="size of the train embedding file, GiB")
     parser.add_argument("--test-gib", type=float, default=None, help="a separate test file of this size (default: the train file, hard-linked)")
@@ -158,7 +158,11 @@ def main():
     parser.add_argument("--device", default="cpu", choices=["cpu", "auto", "cuda"])
     parser.add_argument("--control", action="store_true", help="also measure a process that reads the train file through one memory map")
     parser.add_argument("--remove", action="store_true", help="delete --data-dir at the end")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
 
     row_bytes = DIM * 4
     train_rows = int(args.gib * GIB) // row_bytes

@@ -47,12 +47,16 @@ def prepare(data, width, rng):
     return len(words)
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--keep", default=None, help="keep the data folder here instead of a temp folder")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     data = args.keep or tempfile.mkdtemp(prefix="tac-bench-")
     try:
         num_nouns = prepare(data, args.width, np.random.default_rng(0))

@@ -54,13 +54,17 @@ def count_flops(words, batch_size):
     return naive, cut, len(prompts), float(lengths.mean())
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2000, help="vocabulary rows timed in part 1")
     parser.add_argument("--batch-size", type=int, default=256, help="prompts per batch (ours); naive: rows per batch / 7")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-count", action="store_true", help="skip part 2 (tokenising 1M prompts takes minutes)")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     torch.set_num_threads(args.threads)
     words = read_csv_column(VOCABULARY, "word")
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.datasets import CIFAR100_COARSE, build_transform, load_split
+from utils.datasets import build_transform, load_split
 from utils.errors import StageError
 
 
@@ -39,11 +39,59 @@ def test_empty_folder_and_unknown_dataset_are_one_line_errors(tmp_path):
         load_split("cifar11", "train", None)
 
 
-def test_cifar20_superclasses_of_known_fine_classes():
-    # fine (alphabetical): apple, bee, bicycle, bowl, whale(95) -> fruit_and_vegetables(4), insects(7),
-    # vehicles_1(18), food_containers(3), aquatic_mammals(0)
-    assert [CIFAR100_COARSE[i] for i in (0, 6, 8, 10, 95)] == [4, 7, 18, 3, 0]
-    assert np.bincount(CIFAR100_COARSE).tolist() == [5] * 20
+# CIFAR-100's 20 superclasses and their 5 classes each, as the dataset's authors list them.
+CIFAR100_SUPERCLASSES = {
+    "aquatic mammals": "beaver dolphin otter seal whale",
+    "fish": "aquarium_fish flatfish ray shark trout",
+    "flowers": "orchid poppy rose sunflower tulip",
+    "food containers": "bottle bowl can cup plate",
+    "fruit and vegetables": "apple mushroom orange pear sweet_pepper",
+    "household electrical devices": "clock keyboard lamp telephone television",
+    "household furniture": "bed chair couch table wardrobe",
+    "insects": "bee beetle butterfly caterpillar cockroach",
+    "large carnivores": "bear leopard lion tiger wolf",
+    "large man-made outdoor things": "bridge castle house road skyscraper",
+    "large natural outdoor scenes": "cloud forest mountain plain sea",
+    "large omnivores and herbivores": "camel cattle chimpanzee elephant kangaroo",
+    "medium-sized mammals": "fox porcupine possum raccoon skunk",
+    "non-insect invertebrates": "crab lobster snail spider worm",
+    "people": "baby boy girl man woman",
+    "reptiles": "crocodile dinosaur lizard snake turtle",
+    "small mammals": "hamster mouse rabbit shrew squirrel",
+    "trees": "maple_tree oak_tree palm_tree pine_tree willow_tree",
+    "vehicles 1": "bicycle bus motorcycle pickup_truck train",
+    "vehicles 2": "lawn_mower rocket streetcar tank tractor",
+}
+
+
+def test_cifar20_labels_and_names_each_image_by_its_superclass(tmp_path, monkeypatch):
+    """CIFAR-100 in torchvision's layout (its fine labels and alphabetical class names; one image per
+    class, in shuffled order): `cifar20` labels every image with its class's superclass and names
+    that label as the superclass, in both splits."""
+    import pickle
+
+    import torchvision.datasets.cifar
+
+    from utils.datasets import class_names
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)  # no md5 of the real files
+    superclass_of = {fine: coarse for coarse, fines in CIFAR100_SUPERCLASSES.items() for fine in fines.split()}
+    fine_names = sorted(superclass_of)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": fine_names, "coarse_label_names": sorted(CIFAR100_SUPERCLASSES)}, f)
+    order = np.random.default_rng(0).permutation(100)
+    for split in ("train", "test"):
+        with open(folder / split, "wb") as f:
+            pickle.dump({"data": np.zeros((100, 3072), np.uint8), "fine_labels": order.tolist()}, f)
+        dataset = load_split("cifar20", split, str(tmp_path))
+        names = class_names("cifar20", dataset)
+        assert len(dataset) == 100 and len(names) == 20
+        for i, fine in enumerate(order):
+            label = dataset[i][1]
+            assert dataset.targets[i] == label
+            assert names[label] == superclass_of[fine_names[fine]], fine_names[fine]
 
 
 def test_transform_resizes_imagenet_family_to_256_over_224_of_the_crop():

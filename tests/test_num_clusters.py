@@ -49,7 +49,34 @@ def test_the_rule_reads_k_off_the_curve_and_names_the_runners_up():
     assert choose("silhouette", scores) == (4, [3, 5])
     assert choose("davies-bouldin", scores) == (2, [5, 3])  # lower is better
     assert choose("silhouette", {2: None, 3: 0.2, 4: 0.2}) == (3, [4])  # ties go to the smaller K
-    assert {c.removeprefix("text-") for c in K_CRITERIA} == {"stability", "silhouette", "davies-bouldin", "calinski-harabasz"}
+
+
+def test_every_criterion_the_scripts_accept_finds_well_separated_blobs():
+    """Each --k-criterion choice of the stages scores a curve, and its rule reads the K of 4 tight,
+    far-apart blobs off it (the text- ones on [image, counterpart], with nouns at the blobs)."""
+    from concat_kmeans import build_parser
+
+    criteria = next(a for a in build_parser()._actions if "--k-criterion" in a.option_strings).choices
+    assert set(criteria) == set(K_CRITERIA) and DEFAULT_K_CRITERION in criteria
+    x, nouns = planted_blobs(4, per_class=25, vocabulary=True)
+    for criterion in criteria:
+        scores, errors = criterion_curve(criterion, x, range(2, 7), nouns=nouns, num_centers=12)
+        assert choose(criterion, scores, errors)[0] == 4, (criterion, scores)
+
+
+def test_eq2_gives_the_authors_centers_on_the_paper_datasets_except_stl10():
+    """A paper dataset gets the authors' k; Eq. 2, max(round(N/300), 3K), which every other dataset
+    gets, gives that same k from each paper dataset's train size N and classes K, except STL-10's
+    (the authors ran 17 = N/300 there, where 3K is 30)."""
+    sizes = {"cifar10": (50000, 10), "cifar20": (50000, 20), "stl10": (5000, 10), "imagenet10": (13000, 10),
+             "imagenet-dogs": (19500, 15), "dtd": (3760, 47), "ucf101": (9537, 101), "imagenet": (1281167, 1000)}
+    for dataset, (n, k) in sizes.items():
+        authors, why = default_num_centers(dataset, n, k)
+        assert why == "the authors' value for this dataset"
+        eq2, why = default_num_centers(f"folder:/copy/of/{dataset}", n, k)
+        assert why.startswith("Eq. 2")
+        assert (eq2 == authors) == (dataset != "stl10"), (dataset, authors, eq2)
+    assert default_num_centers("stl10", 5000, 10)[0] == 17 and default_num_centers("folder:/stl10", 5000, 10)[0] == 30
 
 
 def test_the_pin_command_is_the_users_command_with_k_in_place_of_auto():

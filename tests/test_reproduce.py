@@ -1,33 +1,67 @@
-"""The reproduction harness: the published-numbers file, the seed loop, tables and figures."""
+"""The reproduction harness: the published numbers beside ours, the seed loop and its k-means draw, tables and figures."""
+import contextlib
 import csv
+import io
 import json
 import os
 
 import numpy as np
 from conftest import ROOT, run_script
 
-from utils.clustering import spherical_kmeans
-
 PUBLISHED = os.path.join(ROOT, "data", "published_results.csv")
 
 
-def test_published_numbers_file_has_every_table_row_with_its_source():
+def published():
     with open(PUBLISHED, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["source", "dataset", "method", "backbone", "nmi", "acc", "ari"]
-    assert all(0 <= float(r[m]) <= 100 for r in rows for m in ("nmi", "acc", "ari"))
-    by_source = {}
-    for r in rows:
-        by_source.setdefault(r["source"], []).append(r)
-    table2 = {(r["dataset"], r["method"]) for r in by_source["TAC paper Table II"]}
-    assert table2 == {(d, m) for d in ("stl10", "cifar10", "cifar20", "imagenet10", "imagenet-dogs")
-                      for m in ("CLIP k-means", "TAC (no train)", "CLIP zero-shot", "TAC")}
-    assert {r["dataset"] for r in by_source["TAC paper Table III"]} == {"dtd", "ucf101", "imagenet"}
-    assert len(by_source["TAC paper Table III"]) == 15 and len(by_source["TAC paper Table V"]) == 14
-    assert {r["backbone"] for r in by_source["TAC paper Table VI"]} == {"RN50", "RN101", "ViT-B/16"}
-    assert len(by_source["DXMC paper (arXiv 2409.04561)"]) == 5
-    cifar10 = next(r for r in rows if r["dataset"] == "cifar10" and r["method"] == "TAC")
-    assert (cifar10["nmi"], cifar10["acc"], cifar10["ari"]) == ("84.1", "92.3", "83.9")
+        return list(csv.DictReader(f))
+
+
+def saved_losses_table(tmp_path, dataset):
+    """reproduce.py's table of `losses` on `dataset` with ViT-B/32, from made-up per-seed metrics
+    (seed s gives every metric 50 + s + the row's index): the saved CSV's rows by method, and the Markdown."""
+    import reproduce
+    from utils.provenance import StageRun
+
+    args = reproduce.parse(["losses", "--data-dir", str(tmp_path / "data"), "--dataset", dataset, "--seeds", "0", "1"])
+    record = StageRun(reproduce.__file__, args, args.data_dir, dataset=dataset, backbone="ViT-B-32")
+    rows = reproduce.experiments(args)
+    results = {label: [{m: 50.0 + seed + i for m in ("nmi", "acc", "ari")} for seed in (0, 1)] for i, (label, _, _, _) in enumerate(rows)}
+    runs = {label: [f"run-{seed}" for seed in (0, 1)] for label, _, _, _ in rows}
+    reproduce.save_table(args, record, rows, results, runs)
+    tables = tmp_path / "data" / dataset / "ViT-B-32" / "tables"
+    with open(tables / "losses.csv", newline="") as f:
+        return {r["method"]: r for r in csv.DictReader(f)}, (tables / "losses.md").read_text()
+
+
+def test_the_published_numbers_are_read_and_set_beside_ours(tmp_path, monkeypatch):
+    """Each row of the saved table holds ours (mean and std over seeds) and, from
+    data/published_results.csv, the published row of the same method, dataset and backbone with
+    the table it comes from; a dataset the paper does not report has none; a row added to the
+    file appears in the next table."""
+    table, markdown = saved_losses_table(tmp_path / "dogs", "imagenet-dogs")
+    expected = {r["method"]: r for r in published()
+                if (r["source"], r["dataset"], r["backbone"]) == ("TAC paper Table V", "imagenet-dogs", "ViT-B/32")}
+    assert set(table) == set(expected) and len(table) == 7  # every combination of the three terms
+    for method, row in table.items():
+        ref = expected[method]
+        assert [row[f"published_{m}"] for m in ("nmi", "acc", "ari")] == [ref[m] for m in ("nmi", "acc", "ari")]
+        assert row["source"] == "TAC paper Table V" and row["seeds"] == "2" and row["runs"] == "run-0 run-1"
+        assert float(row["acc_std"]) == 0.5  # seeds 0 and 1: 50 + s + i
+        assert f"| {' / '.join(ref[m] for m in ('nmi', 'acc', 'ari'))} | TAC paper Table V |" in markdown
+
+    table, markdown = saved_losses_table(tmp_path / "fashion", "fashion-mnist")
+    assert all(row["published_acc"] == "" and row["source"] == "" for row in table.values())
+    assert "| — |" in markdown
+
+    # The table follows the file: a published row for fashion-mnist, added to a copy, is shown.
+    import reproduce
+
+    copy = tmp_path / "published.csv"
+    copy.write_text(open(PUBLISHED).read() + "TAC paper Table V,fashion-mnist,TAC,ViT-B/32,11.1,22.2,33.3\n")
+    monkeypatch.setattr(reproduce, "PUBLISHED", str(copy))
+    table, _ = saved_losses_table(tmp_path / "added", "fashion-mnist")
+    assert (table["TAC"]["published_nmi"], table["TAC"]["published_acc"], table["TAC"]["published_ari"]) == ("11.1", "22.2", "33.3")
+    assert table["TAC dis"]["published_acc"] == ""
 
 
 def test_each_published_row_cites_the_table_of_its_command():
@@ -68,13 +102,52 @@ def test_sweep_values_are_the_numbers_their_stage_takes():
     assert parse(["sweep-tau", "--values", "0.5", "1"]).values == [0.5, 1.0]
 
 
-def test_different_seeds_start_kmeans_from_different_centroids():
-    x = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
-    _, first = spherical_kmeans(x, 5, niter=1, nredo=1, max_points_per_centroid=256, seed=0)
-    _, again = spherical_kmeans(x, 5, niter=1, nredo=1, max_points_per_centroid=256, seed=0)
-    _, other = spherical_kmeans(x, 5, niter=1, nredo=1, max_points_per_centroid=256, seed=1)
-    np.testing.assert_array_equal(first, again)
-    assert not np.allclose(first, other)
+def write_random_embeddings(data):
+    """Hand-placed unstructured embeddings (dataset `random`, backbone `hand`): their k-means
+    result depends on its seed."""
+    rng = np.random.default_rng(7)
+    folder, vocab = data / "random" / "hand", data / "nouns" / "hand"
+    folder.mkdir(parents=True)
+    vocab.mkdir(parents=True)
+    for split, n in (("train", 400), ("test", 200)):
+        np.save(folder / f"image_embedding_{split}.npy", rng.standard_normal((n, 16)).astype(np.float32))
+        np.save(folder / f"labels_{split}.npy", rng.integers(0, 4, n).astype(np.int64))
+    np.save(vocab / "noun_embedding.npy", rng.standard_normal((80, 16)).astype(np.float32))
+    (vocab / "nouns.csv").write_text("word\n" + "".join(f"noun{i}\n" for i in range(80)))
+    return folder
+
+
+def test_the_drivers_kmeans_is_the_draw_of_stages_3_and_5_run_by_hand(tmp_path):
+    """The drivers' seed runs, with and without --resample-kmeans, give the kept nouns and
+    clusters of stages 3-5 run by hand: by default those of the stages' own default k-means
+    seed, for every seed; resampled, seed s those of --kmeans-seed 1234 + s."""
+    from run_pipeline import SeedRun, build_parser
+
+    data = tmp_path / "data"
+    folder = write_random_embeddings(data)
+    common = ["--data-dir", data, "--dataset", "random", "--backbone", "hand"]
+
+    def by_hand(run, *kmeans):
+        run_script("filter_nouns.py", *common, "--run", run, "--k", 8, "--gamma", 3, *kmeans)
+        run_script("retrieve_text.py", *common, "--run", run)
+        run_script("concat_kmeans.py", *common, "--run", run, *kmeans)
+        return outputs(run)
+
+    def driver(seed, *flags):
+        run = SeedRun(build_parser().parse_args([str(a) for a in common + list(flags)]), seed)
+        with contextlib.redirect_stdout(io.StringIO()):
+            run.stage("filter_nouns.py", ["--k", 8, "--gamma", 3])
+            run.stage("retrieve_text.py")
+            run.stage("concat_kmeans.py")
+        return outputs(run.name)
+
+    def outputs(run):
+        return [(folder / "runs" / run / name).read_bytes() for name in ("kept_nouns.npy", "concat_kmeans_preds.npy")]
+
+    default = by_hand("hand-default")
+    assert driver(0) == default and driver(1) == default
+    assert driver(1, "--resample-kmeans") == by_hand("hand-1235", "--kmeans-seed", 1235) != default
+    assert driver(0, "--resample-kmeans") == default
 
 
 def test_main_table_over_two_seeds_with_figures(tmp_path, tiny_clip, image_folder, tiny_vocabulary):

@@ -20,7 +20,8 @@ def base_parser(description, runs=False):
     parser.add_argument("--data-dir", default="./data", help="where every stage reads and writes its files")
     parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar20, stl10, imagenet10, imagenet-dogs, dtd, ucf101, imagenet, fashion-mnist, "
                                                              "folder:<path>, webdataset:<shards>, hf:<dataset> or embeddings:<folder>")
-    parser.add_argument("--backbone", default="ViT-B/32", help="a clip.load name, a CLIP checkpoint path, or an offline backbone name")
+    parser.add_argument("--backbone", default="ViT-B/32", help="a clip.load name (ViT-B/32, ...), a CLIP checkpoint path, "
+                                                              "open_clip:<architecture>:<tag>, or an offline backbone (lite0-minilm, lite0-conse)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when a GPU is visible")
     add_number(parser, "--seed", int, 0, low=0, high=SEED_MAX, help="seeds head training and random draws (not the k-means: --kmeans-seed)")
     if runs:
@@ -38,7 +39,7 @@ def add_runtime_arg(parser):
 
 
 def add_dataset_args(parser):
-    """How stage 1 reads webdataset:, hf: and embeddings: datasets (README, Datasets)."""
+    """How stage 1 reads webdataset:, hf: and embeddings: datasets (docs/method.md, Datasets)."""
     parser.add_argument("--image-key", default=None,
                         help="webdataset: the images' extension (default: the first of jpg, jpeg, png, webp); hf: the image column "
                              "(default: the dataset's Image column)")
