@@ -15,7 +15,7 @@ rows before centring are kept in encoded_{train,test}.npy for reuse.
 Under torchrun each rank encodes its share of the shards (utils/distributed.py) and rank 0 writes
 the same files as one process; an interrupted run resumes from the shards it finished.
 A webdataset is encoded a tar file at a time (a shard each), read streaming; a Hugging Face
-dataset a row at a time (utils/formats.py). --dataset embeddings:<folder> imports embeddings made
+dataset a row at a time (utils/webdataset_source.py, utils/hf_source.py). --dataset embeddings:<folder> imports embeddings made
 elsewhere instead of encoding (utils/imported.py): rank 0 checks their width against the
 backbone's and writes the same files, with the imported files and their hashes as the sources.
 """

@@ -17,7 +17,8 @@ from torchvision import transforms
 
 from utils.errors import StageError
 from utils.files import IMAGE_EXTENSIONS, file_record, folder_source, list_images
-from utils.formats import hf_split, webdataset_split
+from utils.hf_source import hf_split
+from utils.webdataset_source import webdataset_split
 
 # Class lists of the Contrastive Clustering subsets of ImageNet (WordNet ids).
 IMAGENET10_WNIDS = (
@@ -210,7 +211,7 @@ def rows_are_files(name):
 
 
 def folder_rows(dataset):
-    """For a dataset whose rows stage 1 records (ImageFiles, utils.formats' datasets, or a Subset of
+    """For a dataset whose rows stage 1 records (ImageFiles, a webdataset's or hf: dataset, or a Subset of
     one): (that dataset, each row's position in it); None for the torchvision datasets."""
     from torch.utils.data import Subset
 
