@@ -5,7 +5,8 @@ utils/webdataset_source.py, `hf:<path or hub name>` (the datasets library) in ut
 
 Each is a torch Dataset of (image, label) with what stage 1 records of it: `root`, `source` (the
 files it is read from: utils.files.files_source, so that a changed shard or data file makes stage 1
-stale), `labels`, `classes` and `record_entries(rows)`, each row's (name, size, mtime_ns) in image_files_<split>.csv:
+stale), `labels`, `classes`, `reader` (how its images are read: utils/images.py) and
+`record_entries(rows)`, each row's (name, size, mtime_ns) in image_files_<split>.csv:
   webdataset  `<shard relative to root>#<key>`, the image's size in the shard, the shard's mtime
               (a rewritten shard re-encodes its rows; rows of the other shards are reused)
   hf          `<split>/<row>`, the image's size, the newest mtime of the dataset's files

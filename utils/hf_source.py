@@ -1,15 +1,17 @@
 """`hf:<path or hub name>`: a Hugging Face dataset, read with the datasets library (utils/formats.py
-says what every format's dataset records). The package is imported only when such a dataset is read.
+says what every format's dataset records). Its images are read undecoded from the arrow table and
+decoded as every image is (utils/images.py): a row whose image is missing or does not decode is
+skipped and named by stage 1. The package is imported only when such a dataset is read.
 """
 import os
 
 import numpy as np
-from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from utils.errors import StageError
 from utils.files import files_source, list_files
 from utils.formats import class_ids
+from utils.images import ImageReader
 
 HF_LABEL_COLUMN = "label"
 
@@ -118,26 +120,25 @@ def _image_sizes(table, column):
 
 
 class HFRows(Dataset):
-    """The rows of one split of a Hugging Face dataset, images decoded by the datasets library."""
+    """The rows of one split of a Hugging Face dataset, its images read undecoded from the table and
+    decoded as every image is (utils/images.py)."""
 
     root = ""
 
     def __init__(self, table, column, labels, entries, source, transform=None, classes=None):
-        self.table, self.column = table.select_columns([column]), column
+        import datasets
+
+        self.table = table.cast_column(column, datasets.Image(decode=False)).select_columns([column])
+        self.column, self.reader = column, ImageReader()
         self.labels, self.entries, self.source, self.transform, self.classes = labels, entries, source, transform, classes
 
     def __len__(self):
         return len(self.entries)
 
     def __getitem__(self, i):
-        try:
-            image = self.table[int(i)][self.column]
-            if image is None:
-                raise ValueError("no image")
-            image = image.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise StageError(f"cannot read the image of row {self.entries[i][0]} ({error}): fix or drop that row") from error
-        return (self.transform(image) if self.transform else image), int(self.labels[i])
+        value = self.table[int(i)][self.column]  # {"bytes": ..., "path": ...}, or None where the row has no image
+        source = (value.get("bytes") or value.get("path")) if value else None
+        return self.reader.row(source, f"the row {self.entries[i][0]}", self.transform, int(self.labels[i]))
 
     def record_entries(self, rows):
         return [self.entries[i] for i in rows]

@@ -4,32 +4,22 @@ says what every format's dataset records).
 A webdataset is listed first by its tar headers (each sample's key, image member and label; the
 image data is skipped), then encoded a tar file at a time, streaming (`streamed`, `work_units`):
 under torchrun each process reads whole tar files. `dataset[i]` reads one sample directly (the
-report's thumbnails). The package is imported only when such a dataset is read.
+report's thumbnails). A member whose bytes do not decode is read as utils/images.py says (stage 1
+skips it and names it). The package is imported only when such a dataset is read.
 """
-import io
 import os
 import re
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from utils.errors import StageError
 from utils.files import files_source, list_files
+from utils.images import ImageReader
 
 WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 WDS_LABEL_KEY = "cls"
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-
-
-def _decode(data, where, transform):
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            image = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise StageError(f"cannot read image {where} ({error.__class__.__name__}): remove or fix that sample") from error
-    return transform(image) if transform else image
 
 
 def webdataset_listings(spec):
@@ -113,11 +103,11 @@ def webdataset_split(spec, split, transform=None, options=None):
     root = os.path.commonpath([os.path.dirname(p) for p in shards])
     what = f"the webdataset shards {listing.get('pattern') or listing.get('folder')}"
     source = files_source(root, listing, what)
-    columns, skipped = [], 0
+    columns, without_image = [], 0
     for number, shard in enumerate(shards):
         samples, missing_image = _index_shard(shard, options.get("image_key"), label_key)
         columns += [(number, *sample) for sample in samples]
-        skipped += missing_image
+        without_image += missing_image
     if not columns:
         raise StageError(f"{what} hold no sample with an image ({options.get('image_key') or ', '.join(WDS_IMAGE_KEYS)}): "
                          "pass --image-key with the images' extension")
@@ -131,18 +121,19 @@ def webdataset_split(spec, split, transform=None, options=None):
         raise StageError(f"a sample's {label_key} is {bad[:40]!r}, not a class number: pass --label-key naming a key that holds "
                          "integer labels") from None
     return ShardSamples(shards, root, source, np.array(shard_of), list(keys), list(suffixes), np.array(offsets), np.array(sizes),
-                        labels, transform, skipped)
+                        labels, transform, without_image)
 
 
 class ShardSamples(Dataset):
-    """The samples of webdataset tar shards, in shard order and, within a shard, in tar order."""
+    """The samples of webdataset tar shards, in shard order and, within a shard, in tar order;
+    `without_image` counts the samples left out for having no image member."""
 
     classes = None
 
-    def __init__(self, shards, root, source, shard_of, keys, suffixes, offsets, sizes, labels, transform=None, skipped=0):
+    def __init__(self, shards, root, source, shard_of, keys, suffixes, offsets, sizes, labels, transform=None, without_image=0):
         self.shards, self.root, self.source, self.shard_of = shards, root, source, shard_of
         self.keys, self.suffixes, self.offsets, self.sizes = keys, suffixes, offsets, sizes
-        self.labels, self.transform, self.skipped = labels, transform, skipped
+        self.labels, self.transform, self.without_image, self.reader = labels, transform, without_image, ImageReader()
         self.mtimes = [os.stat(p).st_mtime_ns for p in shards]
 
     def __len__(self):
@@ -161,7 +152,7 @@ class ShardSamples(Dataset):
                 data = tar.fileobj.read(int(self.sizes[i]))
         except (tarfile.TarError, OSError) as error:
             raise StageError(f"cannot read {self.name(i)} ({error}): re-run image_embedding.py") from error
-        return _decode(data, self.name(i), self.transform), int(self.labels[i])
+        return self.reader.row(data, self.name(i), self.transform, int(self.labels[i]))
 
     def record_entries(self, rows):
         return [(f"{os.path.relpath(self.shards[self.shard_of[i]], self.root)}#{self.keys[i]}", int(self.sizes[i]),
@@ -208,7 +199,7 @@ class _Streamed(IterableDataset):
                 for sample in stream:
                     if done < len(rows) and sample["__key__"] == samples.keys[rows[done]]:
                         i = rows[done]
-                        yield _decode(sample[samples.suffixes[i]], samples.name(i), samples.transform), int(samples.labels[i])
+                        yield samples.reader.row(sample[samples.suffixes[i]], samples.name(i), samples.transform, int(samples.labels[i]))
                         done += 1
             except (OSError, ValueError, EOFError) as error:
                 raise StageError(f"cannot read the webdataset shard {path} ({str(error).splitlines()[0][:200]}): fix or remove it") from error
