@@ -57,6 +57,21 @@ class ClusterReport:
     """Everything the report shows, computed once by name_clusters.py. Arrays are over the
     clustered (test) images: `index` maps a row to its image in the dataset."""
 
+    skipped = ()  # [(path, why)] of the images stage 1 could not read: listed at the end (name_clusters.py sets it)
+
+    def skipped_html(self):
+        if not self.skipped:
+            return []
+        items = "".join(f"<li>{html.escape(path)}: {html.escape(why)}</li>" for path, why in self.skipped)
+        return ['<section id="skipped">', f"<h2>Skipped images</h2><p>{len(self.skipped)} images could not be read and are in no "
+                "cluster (fix or replace one, and the next run encodes it):</p>", f"<ul>{items}</ul>", "</section>"]
+
+    def skipped_markdown(self):
+        if not self.skipped:
+            return []
+        return ["", "## Skipped images", "", f"{len(self.skipped)} images could not be read and are in no cluster:", "",
+                *(f"- `{path}`: {why}" for path, why in self.skipped)]
+
     def __init__(self, title, preds, confidence, index, ranked, sizes, paths=None, labels=None, class_names=None,
                  majority=None, relations=None, match=None, shown=8, links=True, k_choice=None):
         """`paths` name each image (a file, or a sample of a webdataset or Hugging Face dataset);
@@ -176,6 +191,7 @@ class ClusterReport:
             parts += [f"<details><summary>All {self.sizes[c]} images, most confident first</summary>",
                       f"<table><tr><th>{'file' if self.links else 'sample' if self.paths else 'image'}</th><th>confidence</th>{label}</tr>",
                       self._member_rows(c), "</table></details>", "</section>"]
+        parts += self.skipped_html()
         parts.append("</body></html>")
         return "\n".join(parts) + "\n"
 
@@ -198,4 +214,5 @@ class ClusterReport:
             if with_thumbnails:
                 most, _ = self.shown[c]
                 lines += ["", " ".join(f"![image {self.index[r]}]({thumbnail_name(self.index[r])})" for r in most)]
+        lines += self.skipped_markdown()
         return "\n".join(lines) + "\n"
