@@ -4,8 +4,9 @@ Reads the run (data/<ds>/<bb>/, or its runs/RUN/ with --run): its clusters (--fr
 head of train_head.py; --from concat_kmeans or image_kmeans: those k-means clusters, an image going
 to the centroid of largest cosine, as spherical k-means assigns), its kept nouns and retrieval
 temperature (for the names, and for the text counterparts that concat_kmeans clusters with), and
-embeds every image under --images with the run's backbone as stage 1 did (the same transform;
-lite0-minilm centred on the run's own train mean).
+embeds every image under --images with the run's backbone as stage 1 did (the same transform and
+reading of images, utils/images.py; lite0-minilm centred on the run's own train mean). An image
+that cannot be read is skipped and named with why (and listed in the sidecar, `skipped`).
 
 Writes assignments_new.csv in the run folder: path, cluster, name (the cluster's top name, as
 name_clusters.py names it), confidence (head: its probability; k-means: cosine to the cluster's
@@ -23,6 +24,7 @@ from utils.backbones import centre_on_train, embed_images, load_backbone
 from utils.cli import add_runtime_arg, base_parser
 from utils.datasets import build_transform, image_folder
 from utils.errors import StageError, add_number, parse_args, run_main
+from utils.images import ImageReader, add_image_args, skipped_lines
 from utils.naming import (
     KMEANS_SOURCES,
     add_source_arg,
@@ -58,6 +60,7 @@ def build_parser():
     add_number(parser, "--batch-size", int, 256, low=1)
     add_number(parser, "--workers", int, None, low=0, help="data-loading processes (default: 0 on the CPU, 8 on a GPU)")
     add_runtime_arg(parser)
+    add_image_args(parser)
     return parser
 
 
@@ -75,19 +78,26 @@ def check_run(run, source):
 
 
 def embed_new_images(run, args, images, device):
-    """The new images' embeddings as stage 1 would have made them for this run."""
+    """The new images' embeddings as stage 1 would have made them for this run: (the paths of those
+    that were read, their embeddings, [(path, why)] of those skipped)."""
     train_meta = read_sidecar(run.path("image_embedding", split="train")) or {}
     backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
     images.transform = build_transform(args.dataset, backbone)
+    images.reader = ImageReader(args.max_image_pixels, skip=True)
     workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
     with torch.inference_mode():
-        features, _ = embed_images(backbone, images, args.batch_size, workers, desc="new images")
+        features, _, why = embed_images(backbone, images, args.batch_size, workers, desc="new images")
+    read = why == ""
+    skipped = [(path, str(reason)) for path, reason in zip(images.paths, why) if reason]
+    if not read.any():
+        raise StageError(f"none of the {len(why)} images under {args.images} could be read (first: {skipped[0][0]}: {skipped[0][1]})")
     mean = None
     if getattr(backbone, "centre_on_train", False):
         if "image_mean" not in train_meta:
             raise StageError(f"{run.path('image_embedding', split='train')} records no train mean to centre {args.backbone} features on: re-run image_embedding.py")
         mean = np.asarray(train_meta["image_mean"], dtype=np.float64)
-    return centre_on_train(backbone, features, "test", mean)[0]
+    paths = [path for path, ok in zip(images.paths, read) if ok]
+    return paths, centre_on_train(backbone, features[read], "test", mean)[0], skipped
 
 
 def assign(run, source, new, clustered, preds, k, nouns, tau, device):
@@ -128,13 +138,14 @@ def main():
     for c in np.unique(preds):
         floor[c] = np.percentile(confidence[preds == c], UNSURE_PERCENTILE)
 
-    paths, new = images.paths, embed_new_images(run, args, images, device)
+    paths, new, skipped = embed_new_images(run, args, images, device)
     if new.shape[1] != run_images.shape[1]:
         raise StageError(f"the new images have {new.shape[1]} dims but the run's have {run_images.shape[1]}: pass the run's --backbone")
     cluster, certainty = assign(run, args.source, new, clustered, preds, k, embeddings, tau, device)
     unsure = certainty < floor[cluster]
     extra = {"images": os.path.abspath(args.images), "source": args.source, "num_clusters": k, "tau": tau,
-             "unsure_below": {int(c): float(floor[c]) for c in np.unique(preds)}, "unsure_percentile": UNSURE_PERCENTILE}
+             "unsure_below": {int(c): float(floor[c]) for c in np.unique(preds)}, "unsure_percentile": UNSURE_PERCENTILE,
+             **({"skipped": [list(s) for s in skipped]} if skipped else {})}
     path = run.save_csv(run.path("assignments_new"), ["path", "cluster", "name", "confidence", "unsure"],
                         [[p, int(c), top_name[c], f"{x:.4f}", int(u)] for p, c, x, u in zip(paths, cluster, certainty, unsure)], extra)
     counts = np.bincount(cluster, minlength=k)
@@ -143,6 +154,9 @@ def main():
     for c in np.argsort(-counts, kind="stable")[:10]:
         if counts[c]:
             print(f"  cluster {c:3d} {top_name[c]}: {counts[c]} images, {int(unsure[cluster == c].sum())} unsure")
+    if skipped:
+        print(f"{len(skipped)} unreadable images skipped:")
+        print("\n".join(skipped_lines(skipped)))
     print(f"assignments: {path}")
 
 

@@ -2,10 +2,18 @@
 
 Writes data/<ds>/<bb>/image_embedding_{train,test}.npy (float32, N x D, the encoder's output,
 not normalised), labels_{train,test}.npy (int64, -1 where the dataset has none) and
-image_index_{train,test}.npy (each row's index in the split), class_names.csv when the dataset
+image_index_{train,test}.npy (each row's index in the split: its row, or with --train-subset its
+place in the whole split), class_names.csv when the dataset
 names its classes, and for datasets read from image files image_files_{train,test}.csv: each
 row's file (path relative to the dataset's folder, size, modification time). Every later script
 finds a row's file there; an added, removed or replaced file makes these outputs stale.
+Images are read as a person sees them (utils/images.py: EXIF orientation, 16- and 32-bit greyscale
+scaled to 8 bits, transparency on white, .heic/.heif/.avif, at most --max-image-pixels). An image
+that cannot be read (an empty or cut-short file, not an image, past the pixel limit; a webdataset
+member or hf: row whose image does not decode or is missing) is skipped: every readable image is
+encoded, then each skipped one is named with why. Its rows are in no output; the sidecar of
+image_files_<split>.csv lists it (`skipped`: path, size, mtime_ns, why), so that it is skipped
+again while unchanged and read again once fixed or replaced. A split with no readable image stops.
 On a changed folder only new or changed images are encoded: the rows of unchanged images come
 from the previous outputs (utils/encoded.py), and the result is the bytes of a fresh run.
 --train-subset N embeds a seeded random subset of N train images (for a quick run on a CPU).
@@ -15,7 +23,7 @@ rows before centring are kept in encoded_{train,test}.npy for reuse.
 Under torchrun each rank encodes its share of the shards (utils/distributed.py) and rank 0 writes
 the same files as one process; an interrupted run resumes from the shards it finished.
 A webdataset is encoded a tar file at a time (a shard each), read streaming; a Hugging Face
-dataset a row at a time (utils/formats.py). --dataset embeddings:<folder> imports embeddings made
+dataset a row at a time (utils/webdataset_source.py, utils/hf_source.py). --dataset embeddings:<folder> imports embeddings made
 elsewhere instead of encoding (utils/imported.py): rank 0 checks their width against the
 backbone's and writes the same files, with the imported files and their hashes as the sources.
 """
@@ -31,7 +39,6 @@ from utils.datasets import (
     build_transform,
     class_names,
     folder_rows,
-    image_file_record,
     load_split,
     reads_files,
     select_rows,
@@ -42,6 +49,7 @@ from utils.distributed import Shards, is_main, join, main_first, shard_key, shar
 from utils.encoded import RECORD_HEADER, EncodedRows, record_rows
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.formats import class_ids, dataset_options
+from utils.images import ImageReader, add_image_args, skipped_lines
 from utils.paths import SPLITS
 from utils.reuse import ENCODER_SETTINGS, row_key
 from utils.stage import start_stage
@@ -76,6 +84,7 @@ def build_parser():
                help="images per shard, the unit of work of a rank and of resuming (rounded up to a multiple of --batch-size)")
     add_runtime_arg(parser)
     add_dataset_args(parser)
+    add_image_args(parser)
     return parser
 
 
@@ -89,84 +98,164 @@ def main():
     args = parse_args(build_parser())
     run, device = start_stage(__file__, args, same_result, distributed=True)
     join(device)
-    out = run.layout.dataset
-    root = args.root or os.path.join(args.data_dir, "datasets")
-    workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
-
     if args.dataset.startswith("embeddings:"):
         if is_main():
             import_embeddings(run, args, device)
         return
     with main_first():  # a download, made once; read before the backbone loads, so a wrong path is reported at once
+        root = args.root or os.path.join(args.data_dir, "datasets")
         loaded = {split: load_split(args.dataset, split, root, None, dataset_options(args)) for split in SPLITS}
-    with main_first():  # a download or a fitted map, made once
-        backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
-    encoder = encoder_record(backbone, device, "image", args.batch_size)
-    key = row_key(run, encoder)
-    centred = getattr(backbone, "centre_on_train", False)
-    previous = EncodedRows(key)  # opened before anything is written
-    for split in SPLITS:
-        previous.add_previous(run.path("encoded" if centred else "image_embedding", split=split), run.path("image_files", split=split))
-    transform = build_transform(args.dataset, backbone)
+    encoder = Encoder(run, args, device)
     mean, done = None, []
     for split in SPLITS:  # train first: its mean centres both splits
-        dataset = loaded[split]
-        set_transform(dataset, transform)
-        skipped = getattr(dataset, "skipped", 0)  # a webdataset's samples without an image
-        if is_main() and skipped:
-            print(f"{split}: {skipped} samples without an image ({args.image_key or 'jpg, jpeg, png, webp'}) left out")
-        index = np.arange(len(dataset))
-        if split == "train" and 0 < args.train_subset < len(dataset):
-            index = np.sort(np.random.default_rng(args.seed).choice(len(dataset), args.train_subset, replace=False))
-            dataset = Subset(dataset, index)
-            if is_main():
-                print(f"train: a seeded subset of {len(index)} images (--train-subset, seed {args.seed})")
-        if len(dataset) == 0:
-            raise StageError(f"{split} images: the dataset has no images")
-        record = image_file_record(dataset)
-        reused = previous.found(record) if record is not None else np.zeros(len(dataset), dtype=bool)
-        todo = np.flatnonzero(~reused)
-        if is_main() and reused.any():
-            print(f"{split}: encoding {len(todo)} new or changed images, reusing the rows of {int(reused.sum())} unchanged ones")
-        shards = Shards(os.path.join(out, "shards", f"image_embedding_{split}"), len(todo), shard_size(args.shard_size, args.batch_size),
-                        shard_key(run, encoder, split, index[todo], [record[i] for i in todo] if record is not None else []),
-                        work_units(dataset, todo))
+        encoded, shards = encoder.encode(split, *rows_to_encode(args, split, loaded[split], encoder))
         done.append(shards)
-
-        def encode(rows, bar):
-            with torch.inference_mode():
-                features, labels = embed_images(backbone, select_rows(dataset, todo[rows]), args.batch_size, workers, bar=bar)
-            return {"features": features, "labels": labels}
-
-        encoded = shards.run(encode, f"{split} images", "image") if len(todo) else {}
-        if not is_main():  # rank 0 writes the files
-            if record is not None:  # and holds these rows, which the test split reuses on every rank alike
-                previous.add(record, None)
-            continue
-        features, labels = _assemble(dataset, record, reused, todo, encoded, previous)
-        if record is not None:
-            previous.add(record, features)  # the test split may hold the same images
-        raw = features
-        features, mean = centre_on_train(backbone, features, split, mean)
-        extra = {"encoder": encoder, "row_key": key}
-        centring = {} if mean is None else {"centred_on": "the mean of the train embeddings", "image_mean": mean.tolist()}
-        files = folder_rows(dataset)
-        if files is not None:  # the folder's files are an input: a change makes these outputs stale
-            run.sources = [files[0].source]
-            run.save_csv(run.path("image_files", split=split), RECORD_HEADER, record_rows(record), {"root": files[0].root})
-        if centred:
-            run.save_array(run.path("encoded", split=split), raw, extra)
-        run.save_array(run.path("image_embedding", split=split), features, {**extra, "runtime": encoder["runtime"], **centring})
-        run.sources = []
-        run.save_array(run.path("labels", split=split), labels)
-        run.save_array(run.path("image_index", split=split), index.astype(np.int64))
-        names = class_names(args.dataset, dataset)
-        if split == "test" and names:  # for the baselines that use class names (zero-shot, TAC with class names)
-            run.save_csv(run.path("class_names"), ["label", "name"], list(enumerate(names)))
-        print(f"{split}: {features.shape[0]} images x {features.shape[1]} dims -> {out}")
+        if encoded is not None:  # rank 0 writes the files
+            mean = save_encoded(run, split, encoded, encoder, mean)
     if is_main():
         for shards in done:  # kept until both splits are written, so a run stopped in between resumes
             shards.remove()
+
+
+def rows_to_encode(args, split, dataset, encoder):
+    """(the split's dataset, read as stage 1 reads it, each of its rows' index in the split): every
+    row, or with --train-subset a seeded draw of the train split."""
+    set_transform(dataset, encoder.transform, encoder.reader)
+    without_image = getattr(dataset, "without_image", 0)  # a webdataset's samples without an image
+    if is_main() and without_image:
+        print(f"{split}: {without_image} samples without an image ({args.image_key or 'jpg, jpeg, png, webp'}) left out")
+    index = np.arange(len(dataset))
+    if split == "train" and 0 < args.train_subset < len(dataset):
+        index = np.sort(np.random.default_rng(args.seed).choice(len(dataset), args.train_subset, replace=False))
+        dataset = Subset(dataset, index)
+        if is_main():
+            print(f"train: a seeded subset of {len(index)} images (--train-subset, seed {args.seed})")
+    if len(dataset) == 0:
+        raise StageError(f"{split} images: the dataset has no images")
+    return dataset, index
+
+
+class Encoded:
+    """A split's rows as rank 0 writes them: the readable images' raw features, labels, indices and
+    file record, the skipped files (record entry, why), and the dataset's files (folder_rows)."""
+
+    def __init__(self, dataset, files, features, labels, index, record, skipped):
+        self.dataset, self.files, self.features, self.labels, self.index = dataset, files, features, labels, index
+        self.record, self.skipped = record, skipped
+
+
+class Encoder:
+    """The backbone, how images are read and what stage 1 reuses: the rows of earlier outputs and
+    the files found unreadable before (utils/encoded.py), opened before anything is written."""
+
+    def __init__(self, run, args, device):
+        with main_first():  # a download or a fitted map, made once
+            self.backbone = load_backbone(args.backbone, device, cache_dir=run.layout.backbones, runtime=args.runtime)
+        self.run, self.args, self.dataset_name = run, args, args.dataset
+        self.record = encoder_record(self.backbone, device, "image", args.batch_size)
+        self.key = row_key(run, self.record)
+        self.centred = getattr(self.backbone, "centre_on_train", False)
+        self.previous = EncodedRows(self.key)
+        for split in SPLITS:
+            self.previous.add_previous(run.path("encoded" if self.centred else "image_embedding", split=split),
+                                       run.path("image_files", split=split))
+        self.transform = build_transform(args.dataset, self.backbone)
+        self.reader = ImageReader(args.max_image_pixels, skip=True)
+        self.workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
+        self.named = set()  # skipped files already named (a folder without train/ and test/ gives both splits the same)
+
+    def encode(self, split, dataset, index):
+        """Encode the split's new or changed images, reusing the rows of unchanged ones; return (its
+        Encoded rows on rank 0, None on the others; its Shards)."""
+        files = folder_rows(dataset)
+        record = files[0].record_entries(files[1]) if files is not None else None
+        reused = self.previous.found(record) if record is not None else np.zeros(len(dataset), dtype=bool)
+        todo = np.flatnonzero(~reused)
+        if is_main() and reused.any():
+            again = self.previous.unreadable_among(record)
+            print(f"{split}: encoding {len(todo)} new or changed images, reusing the rows of {int(reused.sum()) - again} unchanged ones"
+                  + (f" ({again} unchanged files found unreadable before: skipped again)" if again else ""))
+        shards = Shards(os.path.join(self.run.layout.dataset, "shards", f"image_embedding_{split}"), len(todo),
+                        shard_size(self.args.shard_size, self.args.batch_size),
+                        shard_key(self.run, self.record, split, index[todo], [record[i] for i in todo] if record is not None else []),
+                        work_units(dataset, todo))
+
+        def encode(rows, bar):
+            with torch.inference_mode():
+                features, labels, why = embed_images(self.backbone, select_rows(dataset, todo[rows]), self.args.batch_size,
+                                                     self.workers, bar=bar)
+            return {"features": features, "labels": labels, "why": why}
+
+        encoded = shards.run(encode, f"{split} images", "image") if len(todo) else {}
+        if not is_main():
+            if record is not None:  # every rank decides alike which rows of the test split are reused
+                self.previous.add(record, None)
+            return None, shards
+        features, labels, why = _assemble(files, record, reused, todo, encoded, self.previous)
+        return self.keep_readable(split, dataset, files, index, record, features, labels, why), shards
+
+    def keep_readable(self, split, dataset, files, index, record, features, labels, why):
+        """The rows of the images that were read; each skipped file named once, with why."""
+        kept = why == ""
+        skipped = [(record[i], str(why[i])) for i in np.flatnonzero(~kept)]
+        if not kept.any():
+            where, reason = self.where(files, skipped[0][0]), skipped[0][1]
+            raise StageError(f"{split} images: none of the {len(why)} images could be read (first: {where}: {reason})")
+        if record is not None:
+            self.previous.add([record[i] for i in np.flatnonzero(kept)], features[kept], dict(skipped))
+        if skipped:
+            new = [(self.where(files, entry), reason) for entry, reason in skipped if entry not in self.named]
+            self.named.update(entry for entry, _ in skipped)
+            print(f"{split}: {len(skipped)} unreadable images skipped{':' if new else ' (named above)'}")
+            for line in skipped_lines(new):
+                print(line)
+        index = index[kept] if isinstance(dataset, Subset) else np.arange(int(kept.sum()))
+        return Encoded(dataset, files, features[kept], labels[kept], index,
+                       [record[i] for i in np.flatnonzero(kept)] if record is not None else None, skipped)
+
+    def where(self, files, entry):
+        """A skipped row's file in words: its path, or the dataset and row where it has no folder."""
+        root = files[0].root
+        return os.path.join(root, entry[0]) if root else f"{self.dataset_name} {entry[0]}"
+
+
+def save_encoded(run, split, encoded, encoder, mean):
+    """Write a split's encoded rows (centred on the train mean for a backbone that needs it); return the mean."""
+    features, mean = centre_on_train(encoder.backbone, encoded.features, split, mean)
+    extra = {"encoder": encoder.record, "row_key": encoder.key}
+    centring = {} if mean is None else {"centred_on": "the mean of the train embeddings", "image_mean": mean.tolist()}
+    source, record = None, None
+    if encoded.files is not None:  # the folder's files are an input: a change makes these outputs stale
+        files = encoded.files[0]
+        skipped = {"skipped": [[*entry, why] for entry, why in encoded.skipped]} if encoded.skipped else {}
+        source, record = files.source, (record_rows(encoded.record), {"root": files.root, **skipped})
+    write_split(run, split, source, record, features, {**extra, "runtime": encoder.record["runtime"], **centring},
+                encoded.labels, encoded.index, class_names(encoder.args.dataset, encoded.dataset),
+                raw=(encoded.features, extra) if encoder.centred else None)
+    print(f"{split}: {features.shape[0]} images x {features.shape[1]} dims -> {run.layout.dataset}")
+    return mean
+
+
+def write_split(run, split, source, record, embedding, meta, labels, index, names, raw=None):
+    """Stage 1's files of one split: image_files_<split>.csv (`record`: its rows and sidecar extra)
+    and the embeddings with `source` as their input; `embedding` an array or (shape, chunks) written
+    a chunk at a time, `raw` (rows before centring, their sidecar extra) for encoded_<split>.npy;
+    labels, image_index, and with the test split the class names."""
+    run.sources = [source] if source is not None else []
+    if record is not None:
+        run.save_csv(run.path("image_files", split=split), RECORD_HEADER, *record)
+    if raw is not None:
+        run.save_array(run.path("encoded", split=split), *raw)
+    path = run.path("image_embedding", split=split)
+    if isinstance(embedding, np.ndarray):
+        run.save_array(path, embedding, meta)
+    else:
+        run.save_array_chunks(path, *embedding, meta)
+    run.sources = []
+    run.save_array(run.path("labels", split=split), labels)
+    run.save_array(run.path("image_index", split=split), np.asarray(index, dtype=np.int64))
+    if split == "test" and names:  # for the baselines that use class names (zero-shot, TAC with class names)
+        run.save_csv(run.path("class_names"), ["label", "name"], list(enumerate(names)))
 
 
 def import_embeddings(run, args, device):
@@ -195,37 +284,35 @@ def import_embeddings(run, args, device):
         labels = class_ids(imported.labels, classes)[0] if imported.labels is not None else np.full(len(imported), -1, dtype=np.int64)
         extra = {"imported": {"folder": imported.folder, "files": [os.path.relpath(f, imported.folder) for f in imported.files],
                               "dtypes": imported.dtypes}}
-        run.sources = [imported.source]  # the imported files (with their sha256) are this output's input
-        run.save_csv(run.path("image_files", split=split), RECORD_HEADER, [[i, p, -1, -1] for i, p in enumerate(imported.paths)], {"root": ""})
-        path, shape = run.path("image_embedding", split=split), (len(imported), imported.width)
+        shape = (len(imported), imported.width)
         if getattr(backbone, "centre_on_train", False):
-            features, mean = centre_on_train(backbone, imported.read(), split, mean)
-            run.save_array(path, features, {**extra, "centred_on": "the mean of the train embeddings", "image_mean": mean.tolist()})
+            embedding, mean = centre_on_train(backbone, imported.read(), split, mean)
+            extra.update({"centred_on": "the mean of the train embeddings", "image_mean": mean.tolist()})
         else:
-            run.save_array_chunks(path, shape, np.float32, imported.chunks(), extra)
-        run.sources = []
-        run.save_array(run.path("labels", split=split), labels)
-        run.save_array(run.path("image_index", split=split), np.arange(len(imported), dtype=np.int64))
-        if split == "test" and classes:
-            run.save_csv(run.path("class_names"), ["label", "name"], list(enumerate(classes)))
+            embedding = (shape, np.float32, imported.chunks())
+        record = ([[i, p, -1, -1] for i, p in enumerate(imported.paths)], {"root": ""})
+        # the imported files (with their sha256) are this output's input
+        write_split(run, split, imported.source, record, embedding, extra, labels, np.arange(len(imported)), classes)
         print(f"{split}: {shape[0]} imported embeddings x {shape[1]} dims ({', '.join(imported.dtypes)}) from {imported.folder} -> {run.layout.dataset}")
 
 
-def _assemble(dataset, record, reused, todo, encoded, previous):
-    """The split's rows in order: the encoded ones, and the reused ones from earlier outputs; labels
-    from the dataset itself for reused rows (a folder's labels come from its listing)."""
+def _assemble(files, record, reused, todo, encoded, previous):
+    """The split's rows in order, and why each image could not be read ("" where it was): the
+    encoded ones, and the reused ones from earlier outputs; labels from the dataset itself for
+    reused rows (a folder's labels come from its listing)."""
     n = len(reused)
-    dim = encoded["features"].shape[1] if len(todo) else previous.sources[0].shape[1]
-    features = np.empty((n, dim), dtype=np.float32)
-    labels = np.empty(n, dtype=np.int64)
+    dim = encoded["features"].shape[1] if len(todo) else (previous.width() or 0)
+    features = np.zeros((n, dim), dtype=np.float32)
+    labels = np.full(n, -1, dtype=np.int64)
+    why = np.full(n, "", dtype=object)
     if len(todo):
-        features[todo], labels[todo] = encoded["features"], encoded["labels"]
+        features[todo], labels[todo], why[todo] = encoded["features"], encoded["labels"], encoded["why"]
     if reused.any():
         rows = np.flatnonzero(reused)
-        previous.take(record, features, rows)
-        files, positions = folder_rows(dataset)
-        labels[rows] = files.labels[positions[rows]]
-    return features, labels
+        why[rows] = previous.take(record, features, rows)
+        dataset, positions = files
+        labels[rows] = dataset.labels[positions[rows]]
+    return features, labels, why
 
 
 if __name__ == "__main__":

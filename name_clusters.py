@@ -17,7 +17,8 @@ Writes, under data/<ds>/<bb>/ (or its runs/RUN/ with --run):
                       they are files; left out, with a note, where the images cannot be read) and the
                       list of all its images with their confidence; on a labelled dataset the
                       majority class and whether the top name names it: the same word, a WordNet
-                      synonym or a close hypernym (report/name_match.json)
+                      synonym or a close hypernym (report/name_match.json); and the images stage 1
+                      skipped as unreadable, each with why
   report/index.md     the same overview as Markdown
 """
 import os
@@ -94,11 +95,15 @@ def test_split(args, run, names, paths):
     opened by their path; a webdataset's or Hugging Face dataset's samples through the dataset,
     read as stage 1 read it (its recorded arguments), which must list the same samples. Returns
     (the dataset, each row's path where the dataset has files)."""
+    from torch.utils.data import Subset
+
     from utils.datasets import ImageFiles, load_split, reads_files, rows_are_files
     from utils.formats import dataset_options
+    from utils.images import ImageReader
 
     recorded = (read_sidecar(run.path("image_embedding", split="test")) or {}).get("args", {})
     root = args.root or recorded.get("root") or os.path.join(args.data_dir, "datasets")
+    reader = ImageReader(recorded.get("max_image_pixels"))  # images read as stage 1 read them
     if paths is None:
         if reads_files(args.dataset):
             raise StageError(f"{run.path('image_files', split='test')} is missing: re-run image_embedding.py, which records the file of each row")
@@ -108,11 +113,19 @@ def test_split(args, run, names, paths):
         missing = [p for p in paths if not os.path.isfile(p)]
         if missing:
             raise StageError(f"{len(missing)} of the {len(paths)} recorded images are not files here (first: {missing[0]})")
-        return ImageFiles(paths, np.full(len(paths), -1)), paths
+        return ImageFiles(paths, np.full(len(paths), -1), reader=reader), paths
     dataset = load_split(args.dataset, "test", root, options=dataset_options(recorded))
-    if [entry[0] for entry in dataset.record_entries(range(len(dataset)))] != names:
+    dataset.reader = reader
+    listed = {entry[0]: i for i, entry in enumerate(dataset.record_entries(range(len(dataset))))}
+    if any(name not in listed for name in names):  # the samples stage 1 skipped as unreadable are not rows
         raise StageError(f"{args.dataset} no longer holds the test samples image_files_test.csv lists: re-run image_embedding.py")
-    return dataset, paths
+    return Subset(dataset, [listed[name] for name in names]), paths
+
+
+def skipped_images(run):
+    """[(path, why)] of the test images stage 1 skipped as unreadable (image_files_test.csv's sidecar)."""
+    meta = read_sidecar(run.path("image_files", split="test")) or {}
+    return [(os.path.join(meta.get("root", ""), entry[0]), entry[3]) for entry in meta.get("skipped", [])]
 
 
 def main():
@@ -151,7 +164,8 @@ def main():
                  [[int(index[i]), paths[index[i]] if paths else "", int(preds[i]), top_name[preds[i]], f"{confidence[i]:.4f}",
                    class_names[labels[i]] if class_names else (int(labels[i]) if labels[i] >= 0 else "")] for i in range(len(preds))], extra)
 
-    report = write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths, choice)
+    report = write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths, choice,
+                          skipped=skipped_images(run))
     print(f"{k} clusters from {args.source}_preds.npy named -> {run.path('cluster_names')}, assignments.csv")
     for c in np.argsort(-sizes, kind="stable")[:10]:
         print(f"  cluster {c:3d} ({sizes[c]:5d} images): {', '.join(w for w, _ in ranked[c])}")
@@ -183,9 +197,10 @@ def k_choice(run, args, k, out):
     return {**record, "image": os.path.basename(image) if os.path.isfile(plot) else None, "pin": pin}
 
 
-def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths, choice=None):
+def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths, choice=None, skipped=()):
     """report/index.html (and index.md) with thumbnails of each cluster's most and least confident
-    images where the images can be read; on a labelled dataset, names checked against the classes."""
+    images where the images can be read; on a labelled dataset, names checked against the classes;
+    `skipped`: [(path, why)] of the images stage 1 could not read, listed at the end."""
     from utils.datasets import ImageFiles
     from utils.report import ClusterReport, write_thumbnails
 
@@ -205,7 +220,7 @@ def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, la
     report = ClusterReport(f"Clusters of {args.dataset} ({args.backbone}, from {args.source}_preds.npy, seed {args.seed})",
                            preds, confidence, index, ranked, sizes, paths=paths, labels=labels, class_names=class_names,
                            majority=majority, relations=relations, match=match, thumbnails=args.thumbnails,
-                           links=isinstance(dataset, ImageFiles), k_choice=choice)
+                           links=isinstance(dataset, ImageFiles), k_choice=choice, skipped=list(skipped))
     out = os.path.dirname(run.path("report"))
     if dataset is not None:
         write_thumbnails(out, dataset, index[report.thumbnail_rows()])

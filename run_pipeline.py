@@ -31,6 +31,7 @@ import train_head
 from utils.cli import add_dataset_args, add_num_clusters, add_runtime_arg
 from utils.config import AUTHORS_KMEANS_SEED, DEFAULT_K_CRITERION, SEED_MAX
 from utils.errors import StageError, add_number, parse_args, run_main
+from utils.images import add_image_args
 from utils.metrics import metrics_table, stack_metrics
 from utils.paths import Layout, backbone_tag
 from utils.provenance import StageRun
@@ -93,6 +94,7 @@ def add_pipeline_args(parser):
     parser.add_argument("--root", default=None, help="image_embedding.py --root")
     add_runtime_arg(parser)
     add_dataset_args(parser)
+    add_image_args(parser)
     add_number(parser, "--train-subset", int, 0, low=0, help="image_embedding.py --train-subset")
     add_number(parser, "--subset-seed", int, 0, low=0, high=SEED_MAX, help="seed of the train subset")
     parser.add_argument("--nouns", default=None, help="text_embedding.py --nouns")
@@ -112,7 +114,8 @@ def run_embeddings(args):
     encoder = ["--runtime", args.runtime]
     run_stage(image_embedding, common_argv(args) + encoder + ["--seed", args.subset_seed] + option("--root", args.root)
               + option("--train-subset", args.train_subset) + option("--image-key", args.image_key)
-              + option("--label-key", args.label_key) + option("--splits", args.splits))
+              + option("--label-key", args.label_key) + option("--splits", args.splits)
+              + option("--max-image-pixels", args.max_image_pixels))
     run_stage(text_embedding, common_argv(args) + encoder + ["--seed", 0] + option("--nouns", args.nouns)
               + option("--templates", args.templates))
 

@@ -222,8 +222,10 @@ def encoder_record(backbone, device, tower, batch_size):
 
 
 def embed_images(backbone, dataset, batch_size, workers, desc=None, bar=None):
-    """Image features (float32, N x D, as the encoder gives them) and labels of a whole dataset, in
-    batches of `batch_size` rows in order; `bar` (a tqdm) counts the images, else one of its own.
+    """Image features (float32, N x D, as the encoder gives them), labels and why each image could
+    not be read ("" where it was: a dataset read skipping unreadable images, utils/images.py, gives
+    a blank image and the reason; the caller drops those rows) of a whole dataset, in batches of
+    `batch_size` rows in order; `bar` (a tqdm) counts the images, else one of its own.
 
     A row's bits must not depend on which images share its batch (stage 1 reuses the rows of
     unchanged images and encodes only new ones). ONNX Runtime's are not affected (measured: one
@@ -236,13 +238,14 @@ def embed_images(backbone, dataset, batch_size, workers, desc=None, bar=None):
         raise StageError(f"{desc}: the dataset has no images")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     pad = backbone.runtime == "torch"
-    features, labels = [], []
+    features, labels, why = [], [], []
     with contextlib.nullcontext(bar) if bar is not None else tqdm(total=len(dataset), desc=desc, unit="image") as bar:
-        for images, targets in loader:
+        for images, targets, *reasons in loader:
             count = len(images)
             if pad and count < batch_size:
                 images = torch.cat([images, images.new_zeros((batch_size - count, *images.shape[1:]))])
             features.append(backbone.encode_image(images)[:count].float().cpu().numpy())
             labels.append(np.asarray(targets, dtype=np.int64))
+            why += list(reasons[0]) if reasons else [""] * count
             bar.update(len(targets))
-    return np.concatenate(features).astype(np.float32), np.concatenate(labels)
+    return np.concatenate(features).astype(np.float32), np.concatenate(labels), np.array(why, dtype=str)

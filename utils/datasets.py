@@ -1,6 +1,7 @@
 """Datasets: the eight of the paper, Fashion-MNIST, and for your own images `folder:<path>`,
 `webdataset:<shards>` and `hf:<dataset>` (utils/formats.py); `embeddings:<folder>` holds no images
-but embeddings that stage 1 imports (utils/imported.py).
+but embeddings that stage 1 imports (utils/imported.py). Every image file is read as utils/images.py
+says (orientation, bit depth, transparency, a pixel limit), through each dataset's `reader`.
 
 `load_split(name, split, root, transform, options)` returns a dataset of (image tensor, label) with
 label -1 where there are none. torchvision downloads what it can for users who are online;
@@ -11,13 +12,14 @@ import os
 import shutil
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import transforms
 
 from utils.errors import StageError
 from utils.files import IMAGE_EXTENSIONS, file_record, folder_source, list_images
-from utils.formats import hf_split, webdataset_split
+from utils.hf_source import hf_split
+from utils.images import ImageReader
+from utils.webdataset_source import webdataset_split
 
 # Class lists of the Contrastive Clustering subsets of ImageNet (WordNet ids).
 IMAGENET10_WNIDS = (
@@ -45,7 +47,7 @@ DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
 def _to_rgb(image):
-    return image.convert("RGB")
+    return image.convert("RGB")  # the torchvision datasets' images (ours are RGB already: utils/images.py)
 
 
 def build_transform(dataset, backbone):
@@ -65,23 +67,18 @@ def build_transform(dataset, backbone):
 
 class ImageFiles(Dataset):
     """Images listed as paths, with integer labels (-1 for none). `root` is the folder the dataset
-    was given as (paths are recorded relative to it); `source` is what stage 1 records of the folder."""
+    was given as (paths are recorded relative to it); `source` is what stage 1 records of the folder;
+    `reader` reads each image (utils/images.py)."""
 
-    def __init__(self, paths, labels, transform=None, classes=None, root=None, source=None):
+    def __init__(self, paths, labels, transform=None, classes=None, root=None, source=None, reader=None):
         self.paths, self.labels, self.transform, self.classes = list(paths), np.asarray(labels, dtype=np.int64), transform, classes
-        self.root, self.source = root, source
+        self.root, self.source, self.reader = root, source, reader or ImageReader()
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        try:
-            with Image.open(self.paths[i]) as image:
-                image.load()
-                image = image.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise StageError(f"cannot read image {self.paths[i]} ({error.__class__.__name__}): remove or fix that file") from error
-        return (self.transform(image) if self.transform else image), int(self.labels[i])
+        return self.reader.row(self.paths[i], self.paths[i], self.transform, int(self.labels[i]))
 
     def record_entries(self, rows):
         return file_record(self.root, [self.paths[i] for i in rows])
@@ -181,17 +178,20 @@ def load_split(name, split, root, transform=None, options=None):
 
 
 
-def set_transform(dataset, transform):
+def set_transform(dataset, transform, reader=None):
     """Give a dataset loaded without a transform (load_split, transform=None) the backbone's, and the
     datasets it wraps too: stage 1 reads its dataset before it loads the backbone, so that a wrong
-    path is reported before a model is loaded."""
+    path is reported before a model is loaded. `reader` (utils.images.ImageReader) reads the images
+    of a dataset of image files or samples (the torchvision datasets hold theirs decoded)."""
     if isinstance(dataset, ConcatDataset):
         for part in dataset.datasets:
-            set_transform(part, transform)
+            set_transform(part, transform, reader)
     elif isinstance(dataset, _Relabel):
-        set_transform(dataset.base, transform)
+        set_transform(dataset.base, transform, reader)
     else:
         dataset.transform = transform
+        if reader is not None and hasattr(dataset, "reader"):
+            dataset.reader = reader
         if hasattr(dataset, "transforms"):  # torchvision's VisionDataset keeps both
             from torchvision.datasets.vision import StandardTransform
 
@@ -210,7 +210,7 @@ def rows_are_files(name):
 
 
 def folder_rows(dataset):
-    """For a dataset whose rows stage 1 records (ImageFiles, utils.formats' datasets, or a Subset of
+    """For a dataset whose rows stage 1 records (ImageFiles, a webdataset's or hf: dataset, or a Subset of
     one): (that dataset, each row's position in it); None for the torchvision datasets."""
     from torch.utils.data import Subset
 

@@ -12,7 +12,8 @@ import hashlib
 import json
 import os
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif",
+                    ".heic", ".heif", ".avif")  # phone photos: utils/images.py reads them
 
 
 def walk_images(folder):

@@ -74,6 +74,7 @@ class ClusterReport:
     thumbnails: int = 8  # the most and the least confident images shown per cluster
     links: bool = True  # the paths are files, which the report links to
     k_choice: dict = None  # how --num-clusters auto chose K (name_clusters.k_choice), or None
+    skipped: list = ()  # [(path, why)] of the images stage 1 could not read: listed at the end
     clusters: list = field(init=False)  # the non-empty clusters, largest first
     shown: dict = field(init=False)  # cluster -> rows of its most and least confident images
 
@@ -154,6 +155,7 @@ def report_html(report, with_thumbnails):
     parts.append("</table>")
     for c in report.clusters:
         parts += _html_cluster(report, c, with_thumbnails)
+    parts += _html_skipped(report.skipped)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -192,6 +194,14 @@ def _html_cluster(report, c, with_thumbnails):
     return parts + [f"<details><summary>All {sizes[c]} images, most confident first</summary>",
                     f"<table><tr><th>{'file' if report.links else 'sample' if report.paths else 'image'}</th><th>confidence</th>{label}</tr>",
                     _member_rows(report, c), "</table></details>", "</section>"]
+
+
+def _html_skipped(skipped):
+    if not skipped:
+        return []
+    items = "".join(f"<li>{html.escape(path)}: {html.escape(why)}</li>" for path, why in skipped)
+    return ['<section id="skipped">', f"<h2>Skipped images</h2><p>{len(skipped)} images could not be read and are in no "
+            "cluster (fix or replace one, and the next run encodes it):</p>", f"<ul>{items}</ul>", "</section>"]
 
 
 def _figure(report, row):
@@ -238,4 +248,7 @@ def report_markdown(report, with_thumbnails):
         if with_thumbnails:
             most, _ = report.shown[c]
             lines += ["", " ".join(f"![image {report.index[r]}]({thumbnail_name(report.index[r])})" for r in most)]
+    if report.skipped:
+        lines += ["", "## Skipped images", "", f"{len(report.skipped)} images could not be read and are in no cluster:", "",
+                  *(f"- `{path}`: {why}" for path, why in report.skipped)]
     return "\n".join(lines) + "\n"
