@@ -167,15 +167,15 @@ def test_labels_and_embeddings_with_different_row_counts(planted):
     fails("concat_kmeans.py", *stage_args(data), "--image-only", match="re-run image_embedding.py")
 
 
-def test_corrupt_file_in_an_image_folder(tmp_path, tiny_clip):
-    from PIL import Image
-
+def test_a_folder_of_unreadable_files_is_one_error_line(tmp_path, tiny_clip):
+    """One bad file among good ones is skipped and named (tests/test_photos.py); a folder with no
+    readable image at all stops with one line naming the first, and writes nothing."""
     (tmp_path / "photos").mkdir()
-    Image.new("RGB", (40, 40), "red").save(tmp_path / "photos" / "a.png")
+    (tmp_path / "photos" / "a.png").write_bytes(b"")
     (tmp_path / "photos" / "b.jpg").write_text("this is not an image")
     line = fails("image_embedding.py", "--data-dir", tmp_path / "data", "--dataset", f"folder:{tmp_path / 'photos'}",
-                 "--backbone", tiny_clip, match="cannot read image")
-    assert "b.jpg" in line and "remove or fix that file" in line
+                 "--backbone", tiny_clip, match="could be read")
+    assert "a.png" in line and "an empty file" in line
     assert not (tmp_path / "data" / "folder-photos").exists() or not list((tmp_path / "data" / "folder-photos").rglob("*.npy"))
 
 

@@ -8,6 +8,7 @@
 """
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def ran(stdout):
     return [line.split()[1] for line in stdout.splitlines() if line.startswith("== ") and ": up to date" not in line]
 
 
-def test_a_comment_reruns_nothing_and_a_new_loss_function_reruns_train_head_alone(tmp_path, image_folder, tiny_clip, tiny_vocabulary):
+def test_each_edit_reruns_exactly_the_stages_it_touches(tmp_path, image_folder, tiny_clip, tiny_vocabulary):
     project = copy_project(str(tmp_path / "project"))
     data = tmp_path / "data"
     # the first run in this process, from this checkout: its code hashes are the copy's (the same
@@ -106,6 +107,36 @@ def test_a_comment_reruns_nothing_and_a_new_loss_function_reruns_train_head_alon
     with open(losses, "a") as f:
         f.write("\n\ndef unused_helper(x):\n    return x\n")
     assert ran(pipeline(project, data, image_folder, tiny_clip, tiny_vocabulary[0])) == ["train_head.py"]
+
+    # a result-neutral argument, added by editing the stage's own file alone: nothing re-runs
+    stage = os.path.join(project, "retrieve_text.py")
+    source = open(stage).read()
+    source = source.replace("    add_chunk_rows(parser)\n", "    add_chunk_rows(parser)\n    parser.add_argument('--log-every', type=int, default=10)\n")
+    source = source.replace('    return ("seed", "chunk_rows")', '    return ("seed", "chunk_rows", "log_every")')
+    open(stage, "w").write(source)
+    assert ran(pipeline(project, data, image_folder, tiny_clip, tiny_vocabulary[0])) == []
+
+    # docs/change-one-stage.md's example: stages 4-6 re-run, 1-3 and the image-only k-means are reused
+    add, replace = change_one_stage_example()
+    old, new = replace
+    assert old in source
+    source = source.replace(old, new).replace("\ndef main():", add + "\n\ndef main():")
+    open(stage, "w").write(source)
+    assert ran(pipeline(project, data, image_folder, tiny_clip, tiny_vocabulary[0])) == ["retrieve_text.py", "concat_kmeans.py", "train_head.py"]
+    run = data / f"folder-{os.path.basename(image_folder)}" / "tiny-clip" / "runs" / "seed0"
+    counterparts, nouns = np.load(run / "retrieved_text_test.npy"), np.load(data / "nouns" / "tiny-clip" / "noun_embedding.npy")
+    kept = nouns[np.load(run / "kept_nouns.npy")]
+    kept /= np.linalg.norm(kept, axis=1, keepdims=True)
+    assert all(np.isclose(kept, row, atol=1e-6).all(1).any() for row in counterparts)  # each counterpart is one kept noun
+
+
+def change_one_stage_example():
+    """The function docs/change-one-stage.md adds to retrieve_text.py, and its (old, new) line."""
+    with open(os.path.join(ROOT, "docs", "change-one-stage.md"), encoding="utf-8") as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    add = blocks[0].split("\n", 1)[1].rstrip()
+    comment, new = blocks[1].rstrip().split("\n")
+    return add, (comment.split("in place of ", 1)[1].strip(), new.strip())
 
 
 def draw_photos(folder, names, seed):
