@@ -26,7 +26,7 @@ import shlex
 
 import numpy as np
 
-from utils.cli import base_parser
+from utils.cli import base_parser, pin_command
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.naming import (
     KMEANS_SOURCES,
@@ -39,7 +39,6 @@ from utils.naming import (
     rank_names,
     retrieval_tau,
 )
-from utils.num_clusters import pin_command
 from utils.provenance import atomic_write, read_sidecar
 from utils.stage import start_stage
 from utils.text_space import read_csv_column

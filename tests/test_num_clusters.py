@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from utils.config import DEFAULT_K_CRITERION, K_CRITERIA
-from utils.num_clusters import choose, criterion_curve, default_num_centers, pin_command
+from utils.cli import pin_command
+from utils.num_clusters import choose, criterion_curve, default_num_centers
 
 
 def planted_blobs(k, per_class=30, dim=32, vocabulary=False):

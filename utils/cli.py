@@ -1,5 +1,7 @@
 """The command-line arguments that several scripts share, with their defaults and range checks."""
 import argparse
+import shlex
+import sys
 
 from utils.config import (
     AUTHORS_KMEANS_SEED,
@@ -107,3 +109,30 @@ def add_chunk_rows(parser):
     parser.add_argument("--chunk-rows", type=chunk_rows_value, default=CHUNK_ROWS,
                         help="rows read from an embedding file at a time (a multiple of 8192; 65,536 x 512 float32 = 128 MiB): "
                              "memory, not results")
+
+
+def pin_command(k, argv=None):
+    """The command this process runs with `--num-clusters auto` replaced by K (and the flags that
+    only `auto` reads dropped); just `--num-clusters K` when no such command is found."""
+    argv = list(getattr(sys, "orig_argv", []) if argv is None else argv)
+    scripts = [i for i, word in enumerate(argv) if word.endswith(".py")]
+    if not scripts:
+        return f"--num-clusters {k}"
+    words, out, i = argv[scripts[0]:], [], 0
+    found = False
+    while i < len(words):
+        word = words[i]
+        if word in ("--num-clusters", "--num-clusters=auto") and (word.endswith("auto") or words[i + 1:i + 2] == ["auto"]):
+            out += ["--num-clusters", str(k)]
+            i += 1 if word.endswith("auto") else 2
+            found = True
+        elif word == "--auto-range":
+            i += 3
+        elif word == "--k-criterion":
+            i += 2
+        elif word.startswith(("--auto-range=", "--k-criterion=")):
+            i += 1
+        else:
+            out.append(word)
+            i += 1
+    return shlex.join(["python3", *out]) if found else f"--num-clusters {k}"

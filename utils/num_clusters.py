@@ -33,13 +33,12 @@ benchmarks/num_clusters.py compares the criteria on data with known K.
 """
 import argparse
 import os
-import shlex
-import sys
 import warnings
 
 import numpy as np
 
 from utils import tac
+from utils.cli import pin_command
 from utils.config import (
     AUTHORS_KMEANS_SEED,
     DEFAULT_K_CRITERION,
@@ -255,33 +254,6 @@ def estimate(run, args, device=None):
     kept = ("criterion", "better", "rule", "range", "sample", "chosen", "runners_up", "scores", "standard_errors", "semantic_centers")
     return k, {"num_clusters_auto": {**{key: record[key] for key in kept if key in record},
                                      "file": os.path.relpath(path, run.layout.run), "plot": os.path.relpath(plot, run.layout.run)}}
-
-
-def pin_command(k, argv=None):
-    """The command this process runs with `--num-clusters auto` replaced by K (and the flags that
-    only `auto` reads dropped); just `--num-clusters K` when no such command is found."""
-    argv = list(getattr(sys, "orig_argv", []) if argv is None else argv)
-    scripts = [i for i, word in enumerate(argv) if word.endswith(".py")]
-    if not scripts:
-        return f"--num-clusters {k}"
-    words, out, i = argv[scripts[0]:], [], 0
-    found = False
-    while i < len(words):
-        word = words[i]
-        if word in ("--num-clusters", "--num-clusters=auto") and (word.endswith("auto") or words[i + 1:i + 2] == ["auto"]):
-            out += ["--num-clusters", str(k)]
-            i += 1 if word.endswith("auto") else 2
-            found = True
-        elif word == "--auto-range":
-            i += 3
-        elif word == "--k-criterion":
-            i += 2
-        elif word.startswith(("--auto-range=", "--k-criterion=")):
-            i += 1
-        else:
-            out.append(word)
-            i += 1
-    return shlex.join(["python3", *out]) if found else f"--num-clusters {k}"
 
 
 def figure(record):
