@@ -14,6 +14,7 @@ Exits 1 when no GPU is visible or an embedding is off by more than the tolerance
 """
 import argparse
 import csv
+import importlib
 import json
 import os
 import shutil
@@ -68,7 +69,7 @@ def run_stages(device, data, common, vocabulary):
     times = {}
     for script, extra in stages:
         start = time.perf_counter()
-        if call_script(script, ["--data-dir", data, *common, "--device", device, *extra]) != 0:
+        if call_script(importlib.import_module(script[:-3]), ["--data-dir", data, *common, "--device", device, *extra]) != 0:
             raise SystemExit(f"{script} failed on {device}")
         times[script] = time.perf_counter() - start
         print(f"  {device}: {script} {times[script]:.1f} s", flush=True)

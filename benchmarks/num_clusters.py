@@ -39,6 +39,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import concat_kmeans  # noqa: E402
+import filter_nouns  # noqa: E402
+import retrieve_text  # noqa: E402
 from run_pipeline import run_stage  # noqa: E402
 from utils.config import AUTO_RANGE, DEFAULT_K_CRITERION, K_CRITERIA, PAPER_NUM_CENTERS  # noqa: E402
 from utils.num_clusters import SAMPLE, features, resolve_num_clusters, sample_rows  # noqa: E402
@@ -233,9 +236,9 @@ def tac(out, case, k, log):
     """TAC without training at K: stages 3-5 (their scripts, defaults) in run K<k>; ACC/NMI/ARI."""
     common = ["--data-dir", out, "--dataset", case.name, "--backbone", case.backbone, "--device", "cpu", "--run", f"K{k}"]
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        run_stage("filter_nouns.py", common + ["--num-clusters", k])
-        run_stage("retrieve_text.py", common)
-        outputs = run_stage("concat_kmeans.py", common + ["--num-clusters", k])
+        run_stage(filter_nouns, common + ["--num-clusters", k])
+        run_stage(retrieve_text, common)
+        outputs = run_stage(concat_kmeans, common + ["--num-clusters", k])
     with open(outputs[1]) as f:
         return json.load(f)["metrics"]
 
