@@ -119,7 +119,7 @@ def member_centers(x, assignments, k, fallback, chunk_rows=None):
 
 def add_in_order(sums, index, rows):
     """np.add.at(sums, index, rows), float64 sums: each row added to its sum one after the other,
-    in row order (the same roundings), center by center with np.add.accumulate: 6x faster."""
+    in row order (the same roundings), center by center with np.add.accumulate (np.add.at is slow)."""
     order = np.argsort(index, kind="stable")
     grouped = index[order]
     cuts = np.flatnonzero(np.diff(grouped)) + 1
