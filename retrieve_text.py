@@ -7,13 +7,14 @@ so memory does not grow with N. --chunk-rows does not change the bytes (retrieva
 8192 images whatever it is).
 """
 import numpy as np
+from tqdm import tqdm
 
 from utils.cli import add_chunk_rows, base_parser
 from utils.errors import StageError, add_number, parse_args, run_main
 from utils.paths import SPLITS
+from utils.rows import as_rows, chunk_bounds
 from utils.stage import start_stage
-from utils.tac import RETRIEVAL_TAU
-from utils.text_space import retrieved_chunks
+from utils.tac import RETRIEVAL_STEP, RETRIEVAL_TAU, soft_retrieve
 
 
 # The stage's contract: the files it reads and writes (WRITES: name -> (folder, file name pattern);
@@ -39,6 +40,19 @@ def build_parser():
 
 def outputs(layout, args):
     return [layout.path("retrieved_text", split=split) for split in SPLITS]
+
+
+def retrieved_chunks(images, texts, tau, device="cpu", read_rows=RETRIEVAL_STEP, desc="retrieving"):
+    """utils.tac.soft_retrieve on images left on disk (utils.rows.NpyRows), read `read_rows` at a
+    time: yields the counterparts of each block, in order. `read_rows` is a multiple of the
+    retrieval step, so every block is cut into the steps the whole array would be: the same bytes."""
+    if read_rows % RETRIEVAL_STEP:
+        raise ValueError(f"rows read at a time ({read_rows}) must be a multiple of the retrieval step ({RETRIEVAL_STEP})")
+    rows = as_rows(images)
+    with tqdm(total=len(rows), desc=desc, unit="image", leave=False) as bar:
+        for first, last in chunk_bounds(len(rows), read_rows):
+            yield soft_retrieve(rows.read(first, last), texts, tau, device)
+            bar.update(last - first)
 
 
 def main():

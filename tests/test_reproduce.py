@@ -121,6 +121,9 @@ def test_the_drivers_kmeans_is_the_draw_of_stages_3_and_5_run_by_hand(tmp_path):
     """The drivers' seed runs, with and without --resample-kmeans, give the kept nouns and
     clusters of stages 3-5 run by hand: by default those of the stages' own default k-means
     seed, for every seed; resampled, seed s those of --kmeans-seed 1234 + s."""
+    import concat_kmeans
+    import filter_nouns
+    import retrieve_text
     from run_pipeline import SeedRun, build_parser
 
     data = tmp_path / "data"
@@ -136,9 +139,9 @@ def test_the_drivers_kmeans_is_the_draw_of_stages_3_and_5_run_by_hand(tmp_path):
     def driver(seed, *flags):
         run = SeedRun(build_parser().parse_args([str(a) for a in common + list(flags)]), seed)
         with contextlib.redirect_stdout(io.StringIO()):
-            run.stage("filter_nouns.py", ["--k", 8, "--gamma", 3])
-            run.stage("retrieve_text.py")
-            run.stage("concat_kmeans.py")
+            run.stage(filter_nouns, ["--k", 8, "--gamma", 3])
+            run.stage(retrieve_text)
+            run.stage(concat_kmeans)
         return outputs(run.name)
 
     def outputs(run):

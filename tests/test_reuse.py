@@ -67,6 +67,39 @@ def test_a_comment_or_docstring_changes_no_code_hash_and_a_new_statement_does(tm
     assert code_hash(["m.py"]) != before
 
 
+def test_a_script_depends_on_the_definitions_it_uses_of_a_module(tmp_path, monkeypatch):
+    """Of an imported module only what the script uses counts, through the definitions and modules
+    those use in turn, re-exports included; a module used otherwise than by attribute counts whole."""
+    import utils.code_hash
+
+    monkeypatch.setattr(utils.code_hash, "PROJECT_ROOT", str(tmp_path))
+    (tmp_path / "utils").mkdir()
+    (tmp_path / "utils" / "low.py").write_text("def used(x):\n    return x\n\n\ndef unused(x):\n    return x\n")
+    (tmp_path / "utils" / "mid.py").write_text("from utils.low import used\n\n\ndef f(x):\n    return used(x) + g(x)\n\n\n"
+                                               "def g(x):\n    return 2 * x\n\n\ndef h(x):\n    return 3 * x\n")
+    (tmp_path / "by_name.py").write_text("from utils.mid import f\n\nprint(f(1))\n")
+    (tmp_path / "by_attribute.py").write_text("from utils import mid\n\nprint(mid.f(1))\n")
+    (tmp_path / "whole.py").write_text("from utils import mid\n\nprint(vars(mid))\n")
+    (tmp_path / "re_export.py").write_text("from utils.mid import used\n\nprint(used(1))\n")
+    scripts = ("by_name.py", "by_attribute.py", "whole.py", "re_export.py")
+    before = {s: code_hash([s]) for s in scripts}
+    assert code_files(str(tmp_path / "by_name.py")) == ["by_name.py", "utils/low.py", "utils/mid.py"]
+
+    def edit(name, old, new):
+        """The scripts whose hash the edit changes."""
+        path = tmp_path / "utils" / name
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new))
+        changed = {s for s in scripts if code_hash([s]) != before[s]}
+        before.update({s: code_hash([s]) for s in scripts})
+        return changed
+
+    assert edit("mid.py", "return 3 * x", "return 4 * x") == {"whole.py"}  # h: used by no script but whole.py's
+    assert edit("low.py", "def unused(x):\n    return x", "def unused(x):\n    return -x") == set()
+    assert edit("mid.py", "return 2 * x", "return 5 * x") == {"by_name.py", "by_attribute.py", "whole.py"}  # g, through f
+    assert edit("low.py", "def used(x):\n    return x", "def used(x):\n    return -x") == set(scripts)
+
+
 def copy_project(target):
     """The scripts and utils/ in a folder of their own, to be edited without touching this checkout."""
     os.makedirs(target)
@@ -106,6 +139,10 @@ def test_each_edit_reruns_exactly_the_stages_it_touches(tmp_path, image_folder, 
     assert ran(pipeline(project, data, image_folder, tiny_clip, tiny_vocabulary[0])) == []
     with open(losses, "a") as f:
         f.write("\n\ndef unused_helper(x):\n    return x\n")
+    assert ran(pipeline(project, data, image_folder, tiny_clip, tiny_vocabulary[0])) == []  # no stage uses it
+    loss = open(losses).read()
+    assert "def batch_entropy(p, eps=1e-9):" in loss
+    open(losses, "w").write(loss.replace("def batch_entropy(p, eps=1e-9):", "def batch_entropy(p, eps=1e-8):"))
     assert ran(pipeline(project, data, image_folder, tiny_clip, tiny_vocabulary[0])) == ["train_head.py"]
 
     # a result-neutral argument, added by editing the stage's own file alone: nothing re-runs
@@ -123,7 +160,7 @@ def test_each_edit_reruns_exactly_the_stages_it_touches(tmp_path, image_folder, 
     source = source.replace(old, new).replace("\ndef main():", add + "\n\ndef main():")
     open(stage, "w").write(source)
     assert ran(pipeline(project, data, image_folder, tiny_clip, tiny_vocabulary[0])) == ["retrieve_text.py", "concat_kmeans.py", "train_head.py"]
-    run = data / f"folder-{os.path.basename(image_folder)}" / "tiny-clip" / "runs" / "seed0"
+    run = data / f"folder-{os.path.basename(image_folder)}" / "tiny-clip" / "runs" / "epochs2-seed0"
     counterparts, nouns = np.load(run / "retrieved_text_test.npy"), np.load(data / "nouns" / "tiny-clip" / "noun_embedding.npy")
     kept = nouns[np.load(run / "kept_nouns.npy")]
     kept /= np.linalg.norm(kept, axis=1, keepdims=True)

@@ -1,13 +1,10 @@
-"""The text side's machinery: word lists, the prompts of a vocabulary and their encoding (stage 2),
-and soft retrieval (utils.tac) streamed over images read from disk (stage 4)."""
+"""The text side's machinery: word lists, and the prompts of a vocabulary and their encoding (stage 2)."""
 import csv
 
 import numpy as np
 from tqdm import tqdm
 
 from utils.errors import StageError
-from utils.rows import as_rows, chunk_bounds
-from utils.tac import RETRIEVAL_STEP, soft_retrieve
 
 # The 7 prompt templates the authors ensemble (their spelling, "a origami" included).
 TEMPLATES = (
@@ -80,16 +77,3 @@ def encode_vocabulary(backbone, words, templates=TEMPLATES, batch_size=256):
     with tqdm(total=len(prompts), desc=f"encoding {len(prompts)} distinct prompts", unit="prompt") as bar:
         features = encode_prompts(backbone, prompts, batch_size, bar)
     return word_embeddings(features, rows), len(prompts)
-
-
-def retrieved_chunks(images, texts, tau, device="cpu", read_rows=RETRIEVAL_STEP, desc="retrieving"):
-    """utils.tac.soft_retrieve on images left on disk (utils.rows.NpyRows), read `read_rows` at a
-    time: yields the counterparts of each block, in order. `read_rows` is a multiple of the
-    retrieval step, so every block is cut into the steps the whole array would be: the same bytes."""
-    if read_rows % RETRIEVAL_STEP:
-        raise ValueError(f"rows read at a time ({read_rows}) must be a multiple of the retrieval step ({RETRIEVAL_STEP})")
-    rows = as_rows(images)
-    with tqdm(total=len(rows), desc=desc, unit="image", leave=False) as bar:
-        for first, last in chunk_bounds(len(rows), read_rows):
-            yield soft_retrieve(rows.read(first, last), texts, tau, device)
-            bar.update(last - first)
