@@ -15,6 +15,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    # pytest -n N: the cores shared among the workers, set before torch is imported
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 def in_ci():
@@ -34,6 +37,14 @@ def needs(condition, why, module=False):
     pytest.skip(why, allow_module_level=module)
 
 
+def torch_threads():
+    """The threads torch uses in this process: a script run from a shell gets as many, so that its
+    bytes are those of a run in this process (the bits of matrix products depend on the count)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def run_script(script, *args, cwd=ROOT, check=True, cli=False):
     """Run a script with these arguments; return a CompletedProcess (exit code, stdout, stderr).
 
@@ -42,7 +53,7 @@ def run_script(script, *args, cwd=ROOT, check=True, cli=False):
     cli=True, another working directory or a script in a subfolder runs it from a shell instead."""
     argv = [str(a) for a in args]
     if cli or cwd != ROOT or os.sep in script:
-        env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+        env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(torch_threads()))
         result = subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], cwd=cwd, env=env, capture_output=True, text=True)
     else:
         from run_pipeline import call_script

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, torch_threads
 
 from utils.code_hash import code_files, code_hash, project_imports
 
@@ -114,7 +114,7 @@ def pipeline(project, data, image_folder, tiny_clip, vocabulary):
     """README's run on a photo folder, from `project`'s copy of the scripts; returns its stdout."""
     command = [sys.executable, os.path.join(project, "run_pipeline.py"), "--data-dir", str(data), "--dataset", f"folder:{image_folder}",
                "--backbone", str(tiny_clip), "--nouns", vocabulary, "--epochs", "2", "--device", "cpu"]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(torch_threads()))
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout

@@ -9,6 +9,32 @@ from utils.metrics import evaluate
 from utils.rows import l2_normalize
 
 KMEANS = dict(niter=300, nredo=10, max_points_per_centroid=256, seed=1234)
+FILE_MACHINERY = ("paths", "provenance", "sidecars", "inputs", "outputs", "reuse", "code_hash", "cli", "stage", "files",
+                  "formats", "webdataset_source", "hf_source", "imported", "distributed")
+
+
+def test_the_method_fits_a_page_and_knows_nothing_of_files():
+    """utils/tac.py, and every module it imports when it is imported (directly or through another),
+    is none of the modules that read or write the project's files."""
+    import ast
+    import os
+
+    from conftest import ROOT
+
+    path = os.path.join(ROOT, "utils", "tac.py")
+    assert sum(1 for _ in open(path)) <= 400
+    found, todo = set(), ["utils.tac"]
+    while todo:
+        with open(os.path.join(ROOT, *todo.pop().split(".")) + ".py") as f:
+            body = ast.parse(f.read()).body
+        imported = {n.module for n in body if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {f"{n.module}.{a.name}" for n in body if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
+        for module in imported - found:
+            if module.startswith("utils.") and os.path.isfile(os.path.join(ROOT, *module.split(".")) + ".py"):
+                found.add(module)
+                todo.append(module)
+    assert {"utils.clustering", "utils.losses"} <= found
+    assert not found & {f"utils.{m}" for m in FILE_MACHINERY}, found
 
 
 def test_tac_alone_recovers_planted_clusters(one_thread):

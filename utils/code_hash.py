@@ -2,6 +2,7 @@
 through another) the definitions it uses; and a hash of their parsed programs, so that a comment, a
 docstring, a reformatting or a definition no stage of it uses changes nothing."""
 import ast
+import glob
 import hashlib
 import os
 
@@ -43,7 +44,30 @@ def code_dependencies(script):
     """{file: the names of its top-level definitions that `script` uses, directly or through another
     definition or file, or ALL}: the script itself whole, and of every project module only what is
     used. A module imported as a whole (`from utils import tac`) counts the attributes used of it
-    (`tac.semantic_centers`); one used in any other way counts whole."""
+    (`tac.semantic_centers`); one used in any other way counts whole. Worked out once per script
+    and state of the project's sources."""
+    key = (os.path.abspath(script), _sources_state())
+    if len(_DEPENDENCIES) > 1000:  # a long process that edits the sources (the tests)
+        _DEPENDENCIES.clear(), _PARSED.clear(), _PROGRAMS.clear()
+    if key not in _DEPENDENCIES:
+        _DEPENDENCIES[key] = _dependencies(script)
+    return _DEPENDENCIES[key]
+
+
+_DEPENDENCIES, _PARSED, _PROGRAMS = {}, {}, {}
+
+
+def _sources_state():
+    """A hash of every source file of the project as it is now."""
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(PROJECT_ROOT, "*.py")) + glob.glob(os.path.join(PROJECT_ROOT, "utils", "*.py"))):
+        digest.update(path.encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def _dependencies(script):
     found, todo = {}, [(os.path.abspath(script), ALL)]
     while todo:
         path, names = todo.pop()
@@ -59,11 +83,18 @@ def code_dependencies(script):
 
 
 def _parsed(path):
+    """The module's syntax tree (shared: not to be changed), or None where it does not parse."""
     try:
         with open(path, "rb") as f:
-            return ast.parse(f.read(), path)
-    except (OSError, SyntaxError, ValueError):
+            source = f.read()
+    except OSError:
         return None
+    if (path, source) not in _PARSED:
+        try:
+            _PARSED[path, source] = ast.parse(source, path)
+        except (SyntaxError, ValueError):
+            _PARSED[path, source] = None
+    return _PARSED[path, source]
 
 
 def _is_definition(node):
@@ -138,11 +169,16 @@ def program(path, names=ALL):
     """A source file as its parsed program, as far as `names` of it count (_selected): the same
     text however it is commented, documented or formatted; the file's bytes when it does not parse
     (a broken file is a change too)."""
-    tree = _parsed(path)
-    if tree is None:
-        with open(path, "rb") as f:
-            return f.read()
-    return ast.dump(_strip_docstrings(ast.Module(body=_selected(tree, names, path), type_ignores=[]))).encode()
+    with open(path, "rb") as f:
+        source = f.read()
+    key = (path, source, None if names is ALL else frozenset(names))
+    if key not in _PROGRAMS:
+        try:
+            tree = ast.parse(source, path)  # its own tree: docstrings are stripped from it
+            _PROGRAMS[key] = ast.dump(_strip_docstrings(ast.Module(body=_selected(tree, names, path), type_ignores=[]))).encode()
+        except (SyntaxError, ValueError):
+            _PROGRAMS[key] = source
+    return _PROGRAMS[key]
 
 
 def code_hash(files):

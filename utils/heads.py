@@ -20,9 +20,9 @@ def head_logits(run, source, prefix, max_points=3000, seed=0):
     for the head `prefix` in the run folder of `source` (a paths.Layout); its checkpoint and the
     embeddings are recorded as `run`'s inputs."""
     checkpoint = source.path("head", prefix=prefix)
-    run.check_input(checkpoint, "train_head.py")
+    run.check_input(checkpoint)
     head = load_head(checkpoint)
-    images = l2_normalize(run.load_embedding(source.path("image_embedding", split="test"), "image_embedding.py"))
+    images = l2_normalize(run.load_embedding(source.path("image_embedding", split="test")))
     pick = np.sort(np.random.default_rng(seed).choice(len(images), min(max_points, len(images)), replace=False))
     with torch.no_grad():
         return head.logits(torch.from_numpy(images[pick])).numpy()

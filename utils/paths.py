@@ -129,5 +129,13 @@ class Layout:
 
     def producer(self, path):
         """The script that writes `path` (for 'run X first' messages), when it is a contract file."""
-        return self._producers.get(os.path.abspath(path))
+        return self._producers.get(os.path.abspath(path)) or producer_of(path)
+
+
+def producer_of(path):
+    """The script whose WRITES has a file name pattern that `path` ends with ("a.py or b.py" where
+    the patterns of two match), or None."""
+    scripts = sorted({script for _, pattern, script in contract_files().values()
+                      if re.search(r"(^|/)" + re.sub(r"\\{[a-z_]+\\}", "[^/]+", re.escape(pattern)) + "$", path.replace(os.sep, "/"))})
+    return " or ".join(scripts) or None
 
