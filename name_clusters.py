@@ -155,7 +155,7 @@ def main():
         dataset = None
     if dataset is not None and len(dataset) <= index.max():
         raise StageError(f"the test split has {len(dataset)} images but image_index_test.npy goes to {index.max()}: re-run image_embedding.py")
-    choice = k_choice(run, args, k, os.path.dirname(run.path("report")))  # before any write: every sidecar records it
+    choice = k_choice(run, args, k, os.path.dirname(run.path("report")), sizes)  # before any write: every sidecar records it
     extra = {"source": args.source, "num_clusters": k, "tau": tau}
     run.save_csv(run.path("cluster_names"), ["cluster", "images", "rank", "name", "mass"],
                  [[c, int(sizes[c]), r + 1, w, f"{m:.6f}"] for c in range(k) for r, (w, m) in enumerate(ranked[c])], extra)
@@ -171,10 +171,12 @@ def main():
     print(f"report: {report}")
 
 
-def k_choice(run, args, k, out):
+def k_choice(run, args, k, out, sizes):
     """How `--num-clusters auto` chose K, from the sidecar of the clusters' predictions (None when K
     was given or counted from the labels): its record, its curve copied beside the report
-    (report/num_clusters.png), and the command that pins K. Recorded in this script's sidecars."""
+    (report/num_clusters.png), the command that pins K, and the smallest clusters (below half the
+    median size, at most 3: [cluster, images]), which a smaller runner-up K may merge and a larger
+    one split further. Recorded in this script's sidecars."""
     preds = run.path("kmeans_preds", method=args.source) if args.source in KMEANS_SOURCES else run.path("head_preds", prefix=args.source)
     record = (read_sidecar(preds) or {}).get("num_clusters_auto")
     image = os.path.join(out, "num_clusters.png")
@@ -193,7 +195,9 @@ def k_choice(run, args, k, out):
         data_dir = [] if os.path.abspath(args.data_dir) == os.path.abspath("data") else ["--data-dir", args.data_dir]
         pin = shlex.join(["python3", "run_pipeline.py", *data_dir, "--dataset", args.dataset, "--backbone", args.backbone,
                           "--num-clusters", str(k), "--report"])
-    return {**record, "image": os.path.basename(image) if os.path.isfile(plot) else None, "pin": pin}
+    present = sizes[sizes > 0]
+    small = [[int(c), int(sizes[c])] for c in np.argsort(sizes, kind="stable") if 0 < sizes[c] < np.median(present) / 2][:3]
+    return {**record, "image": os.path.basename(image) if os.path.isfile(plot) else None, "pin": pin, "small_clusters": small}
 
 
 def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths, choice=None, skipped=()):
@@ -219,7 +223,8 @@ def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, la
     report = ClusterReport(f"Clusters of {args.dataset} ({args.backbone}, from {args.source}_preds.npy, seed {args.seed})",
                            preds, confidence, index, ranked, sizes, paths=paths, labels=labels, class_names=class_names,
                            majority=majority, relations=relations, match=match, thumbnails=args.thumbnails,
-                           links=isinstance(dataset, ImageFiles), k_choice=choice, skipped=list(skipped))
+                           links=isinstance(dataset, ImageFiles), k_choice=choice, skipped=list(skipped),
+                           small_clusters=(choice or {}).get("small_clusters"))
     out = os.path.dirname(run.path("report"))
     if dataset is not None:
         write_thumbnails(out, dataset, index[report.thumbnail_rows()])

@@ -44,14 +44,23 @@ import filter_nouns  # noqa: E402
 import retrieve_text  # noqa: E402
 from run_pipeline import run_stage  # noqa: E402
 from utils.config import AUTO_RANGE, DEFAULT_K_CRITERION, K_CRITERIA, PAPER_NUM_CENTERS  # noqa: E402
-from utils.num_clusters import SAMPLE, features, resolve_num_clusters, sample_rows  # noqa: E402
+from utils.num_clusters import SAMPLE, choose, features, resolve_num_clusters, sample_rows  # noqa: E402
 from utils.provenance import StageRun  # noqa: E402
 
-CHOSE_ON = ("blobs-3", "blobs-5", "blobs-10", "blobs-20", "fashion-mnist")
 # Further Fashion-MNIST class subsets (number of classes, seed of the draw): seeds 1-3 break the
 # tie of the `chose` cases, seeds 4-6 are held out.
 TIE_BREAK_DRAWS = [(count, seed) for count in (4, 7) for seed in (1, 2, 3)]
 HELD_OUT_DRAWS = [(count, seed) for count in (4, 7) for seed in (4, 5, 6)] + [(count, 4) for count in (5, 6, 8)]
+# Imbalanced collections (issue 27): class sizes falling by a constant ratio. Planted blobs for K =
+# 5, 8 and 12 (one draw each to choose the rule on, one held out) and Fashion-MNIST draws of 5-7
+# classes with ratios 0.5-0.7 (imbalanced_draw): seeds 0-4 to choose on; seeds 10-19, held out,
+# were drawn and run only after the choice.
+IMBALANCED_BLOBS = [(5, 105, "tie-break"), (8, 108, "tie-break"), (12, 112, "tie-break"),
+                    (5, 205, "held out"), (8, 208, "held out"), (12, 212, "held out")]
+IMBALANCED_TUNING_SEEDS = range(0, 5)
+IMBALANCED_HELD_OUT_SEEDS = range(10, 20)
+WELL_SEPARATED = (0, 1, 5, 7, 8, 9)  # T-shirt/top, Trouser, Sandal, Sneaker, Bag, Ankle boot
+IMBALANCED_RATIO_SIX = 0.6
 SEPARATED = 0.5  # two classes count as separated when 2-means on their rows agrees with them this well (ARI)
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 LARGE_ROWS = 50000
@@ -106,16 +115,19 @@ class Case:
     `tac`: whether TAC is run at each criterion's K
     (not on the further subsets, to keep the benchmark's time down)."""
 
-    def __init__(self, name, backbone, true_k, note, group="held out", tac=True):
+    def __init__(self, name, backbone, true_k, note, group="held out", tac=True, imbalanced=False):
         self.name, self.backbone, self.true_k, self.note, self.group, self.tac = name, backbone, true_k, note, group, tac
+        self.imbalanced = imbalanced
 
 
 def blob_cases(out):
-    specs = [(f"blobs-{k}", [5000 // k] * k, k) for k in (3, 5, 10, 20)]
+    specs = [(f"blobs-{k}", [5000 // k] * k, k, "chose") for k in (3, 5, 10, 20)]
     sizes = [int(round(1500 * 0.1 ** (i / 7))) for i in range(8)]
-    specs.append(("blobs-imbalanced", sizes, 100))
+    specs.append(("blobs-imbalanced", sizes, 100, "tie-break"))
+    specs += [(f"blobs-imbalanced-{k}-seed{seed}", [int(round(1500 * 0.1 ** (i / (k - 1)))) for i in range(k)], seed, group)
+              for k, seed, group in IMBALANCED_BLOBS]
     cases = []
-    for name, per_class, seed in specs:
+    for name, per_class, seed, group in specs:
         splits, words, nouns = blobs(per_class, seed)
         folder, vocab = os.path.join(out, name, name), os.path.join(out, "nouns", name)
         for split, (x, y) in splits.items():
@@ -124,7 +136,7 @@ def blob_cases(out):
         place(os.path.join(vocab, "noun_embedding.npy"), nouns)
         write_words(os.path.join(vocab, "nouns.csv"), words)
         shape = "class sizes " + "-".join(map(str, per_class)) if len(set(per_class)) > 1 else f"{per_class[0]} per class"
-        cases.append(Case(name, name, len(per_class), f"128-d, {shape}", "chose" if name in CHOSE_ON else "tie-break"))
+        cases.append(Case(name, name, len(per_class), f"128-d, {shape}", group, tac="seed" not in name, imbalanced=len(set(per_class)) > 1))
     return cases
 
 
@@ -140,26 +152,70 @@ def fashion_cases(data_dir, out):
         place(os.path.join(out, "nouns", "lite0-minilm", name), source=os.path.join(vocab, name))
     labels = {split: np.load(os.path.join(source, f"labels_{split}.npy")) for split in ("train", "test")}
     cases = []
-    # (name, number of classes, seed of the draw, group)
-    draws = [("fashion-mnist", 10, None, "chose"), ("fashion-mnist-4", 4, 0, "tie-break"), ("fashion-mnist-7", 7, 0, "tie-break")]
-    draws += [(f"fashion-mnist-{count}-seed{seed}", count, seed, "tie-break") for count, seed in TIE_BREAK_DRAWS]
-    draws += [(f"fashion-mnist-{count}-seed{seed}", count, seed, "held out") for count, seed in HELD_OUT_DRAWS]
-    for name, count, seed, group in draws:
-        classes = np.arange(10) if seed is None else np.sort(np.random.default_rng(seed).choice(10, count, replace=False))
+    for name, classes, shares, group in fashion_draws():
         folder = os.path.join(out, name, "lite0-minilm")
+        kept = {}
         for split in ("train", "test"):
-            if seed is None:
+            if classes is None:
                 for kind in ("image_embedding", "labels"):
                     place(os.path.join(folder, f"{kind}_{split}.npy"), source=os.path.join(source, f"{kind}_{split}.npy"))
+                kept[split] = np.arange(len(labels[split]))
                 continue
-            rows = np.flatnonzero(np.isin(labels[split], classes))
+            kept[split] = rows = subset_rows(labels[split], classes, shares)
             x = np.load(os.path.join(source, f"image_embedding_{split}.npy"), mmap_mode="r")[rows]
             place(os.path.join(folder, f"image_embedding_{split}.npy"), np.ascontiguousarray(x))
             place(os.path.join(folder, f"labels_{split}.npy"), np.searchsorted(classes, labels[split][rows]).astype(np.int64))
-        note = "offline default" if seed is None else "classes " + ", ".join(FASHION_CLASSES[c] for c in classes)
-        cases.append(Case(name, "lite0-minilm", count, f"{int(np.isin(labels['train'], classes).sum())} train, {note}",
-                          group, tac=seed in (None, 0)))
+        if classes is None:
+            note = "offline default"
+        elif shares is None:
+            note = "classes " + ", ".join(FASHION_CLASSES[c] for c in classes)
+        else:  # the classes named in order of size, with their train rows
+            sizes = np.bincount(np.searchsorted(classes, labels["train"][kept["train"]]), minlength=len(classes))
+            note = "classes " + ", ".join(f"{FASHION_CLASSES[classes[i]]} ({sizes[i]})" for i in np.argsort(-sizes, kind="stable"))
+        imbalanced = shares is not None
+        cases.append(Case(name, "lite0-minilm", 10 if classes is None else len(classes), f"{len(kept['train'])} train, {note}",
+                          group, tac=name in ("fashion-mnist", "fashion-mnist-4", "fashion-mnist-7"), imbalanced=imbalanced))
     return cases
+
+
+def fashion_draws():
+    """(name, classes in ascending order or None for all rows, each class's share of its rows or None, group)."""
+    draws = [("fashion-mnist", None, None, "chose")]
+    draws += [(f"fashion-mnist-{count}" + (f"-seed{seed}" if seed else ""), count, seed, "tie-break")
+              for count, seed in [(4, 0), (7, 0)] + TIE_BREAK_DRAWS]
+    draws += [(f"fashion-mnist-{count}-seed{seed}", count, seed, "held out") for count, seed in HELD_OUT_DRAWS]
+    out = [(name, np.sort(np.random.default_rng(seed).choice(10, count, replace=False)), None, group) for name, count, seed, group in draws[1:]]
+    out = draws[:1] + out
+    # six classes the features tell apart, balanced and with sizes falling by 0.6 a class (largest 13x the smallest)
+    six = np.array(WELL_SEPARATED)
+    out += [("fashion-mnist-6sep", six, None, "tie-break"),
+            ("fashion-mnist-6sep-falling", six, IMBALANCED_RATIO_SIX ** np.arange(6.0), "tie-break")]
+    for seeds, group in ((IMBALANCED_TUNING_SEEDS, "tie-break"), (IMBALANCED_HELD_OUT_SEEDS, "held out")):
+        for seed in seeds:
+            count, ratio, order = imbalanced_draw(seed)
+            classes = np.sort(order)
+            shares = ratio ** np.array([list(order).index(c) for c in classes], dtype=float)
+            out.append((f"fashion-mnist-{count}-falling{ratio:g}-seed{seed}", classes, shares, group))
+    return out
+
+
+def imbalanced_draw(seed):
+    """A draw of imbalanced classes: how many (5-7), the ratio of one class's size to the next
+    larger one's (0.5-0.7), and the classes from largest to smallest."""
+    rng = np.random.default_rng(1000 + seed)
+    count = int(rng.integers(5, 8))
+    ratio = float(rng.choice([0.5, 0.6, 0.7]))
+    return count, ratio, rng.choice(10, count, replace=False)
+
+
+def subset_rows(labels, classes, shares=None):
+    """The rows of `classes`: all of them, or of each class the first share of a seeded permutation of its rows."""
+    if shares is None:
+        return np.flatnonzero(np.isin(labels, classes))
+    rng = np.random.default_rng(0)
+    rows = [rng.permutation(np.flatnonzero(labels == c))[:max(2, int(round(share * (labels == c).sum())))]
+            for c, share in zip(classes, shares)]
+    return np.sort(np.concatenate(rows))
 
 
 def paper_cases(data_dir, out):
@@ -184,6 +240,8 @@ def paper_cases(data_dir, out):
 def separated_classes(out, case):
     """What the features can tell apart, from the labels: 2-means on the rows of every pair of
     classes, on the view the criteria score (the same sample), and its ARI with the pair's labels.
+    On an imbalanced case the larger class of a pair is cut to the smaller's size (a seeded sample),
+    so that the test asks whether the features tell the two apart, not how many rows each has.
     Returns the number of groups left when every pair below SEPARATED is joined, and those pairs."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
@@ -206,13 +264,22 @@ def separated_classes(out, case):
         z = features("stability", np.asarray(images[picked]))  # the image view
         for i, a in enumerate(classes):
             for b in classes[i + 1:]:
-                rows = np.isin(labels, (a, b))
+                rows = np.flatnonzero(np.isin(labels, (a, b)))
+                if case.imbalanced:
+                    rows = balanced(rows, labels[rows])
                 split = KMeans(2, n_init=3, random_state=0).fit_predict(z[rows])
                 agreement = adjusted_rand_score(labels[rows], split)
                 if agreement < SEPARATED:
                     joined.append((int(a), int(b), round(float(agreement), 2)))
                     group[root(a)] = root(b)
     return len({root(c) for c in classes}), joined
+
+
+def balanced(rows, labels):
+    """`rows` with each label cut to the rarest label's count (a seeded sample), in order."""
+    count = np.bincount(labels)[np.unique(labels)].min()
+    rng = np.random.default_rng(0)
+    return np.sort(np.concatenate([rng.choice(rows[labels == c], count, replace=False) for c in np.unique(labels)]))
 
 
 def estimate(out, case, criterion, log):
@@ -230,6 +297,14 @@ def estimate(out, case, criterion, log):
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         k = resolve_num_clusters(args, None, run, device="cpu")
     return k, time.perf_counter() - start, run.record["num_clusters_auto"]
+
+
+def stability_alone(record):
+    """Stability's own K, read off the stability curve that stability-density computed (no second run)."""
+    scores = {int(k): v for k, v in record["scores"].items()}
+    errors = {int(k): v for k, v in record["standard_errors"].items()}
+    k, runners_up = choose("stability", scores, errors)
+    return {"k": k, "seconds": None, "runners_up": runners_up}
 
 
 def tac(out, case, k, log):
@@ -276,6 +351,7 @@ def build_parser():
                         help="train embeddings of 50,000 images for the time row (python3 image_embedding.py --data-dir data/fm50k "
                              "--dataset fashion-mnist --backbone lite0-minilm --train-subset 50000 makes them)")
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--no-tac", action="store_true", help="no TAC runs at each criterion's K (the K alone)")
     return parser
 
 
@@ -298,7 +374,9 @@ def main():
                 k, seconds, record = estimate(out, case, criterion, log)
                 row["criteria"][criterion] = {"k": k, "seconds": round(seconds, 1), "runners_up": record["runners_up"]}
                 print(f"  {criterion:24s} K = {k:2d} in {seconds:5.1f} s (runners-up {record['runners_up']})", flush=True)
-            if case.tac:
+                if criterion == "stability-density" and "stability" not in args.criteria:
+                    row["criteria"]["stability"] = stability_alone(record)
+            if case.tac and not args.no_tac:
                 for k in sorted({case.true_k} | {c["k"] for c in row["criteria"].values()}):
                     tac_at[k] = tac(out, case, k, log)
                 row["tac"] = {str(k): m for k, m in tac_at.items()}
@@ -314,7 +392,8 @@ def main():
                 k, seconds, _ = estimate(out, case, criterion, log)
                 timing.append({"criterion": criterion, "k": k, "seconds": round(seconds, 1)})
                 print(f"  {criterion:24s} K = {k:2d} in {seconds:5.1f} s", flush=True)
-    text = report(results, timing, args.criteria, case.note if timing else None)
+    shown = args.criteria + (["stability"] if "stability-density" in args.criteria and "stability" not in args.criteria else [])
+    text = report(results, timing, shown, case.note if timing else None)
     print("\n" + text)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(text)
@@ -334,7 +413,7 @@ def report(results, timing, criteria, large_note):
             for criterion in criteria:
                 c = row["criteria"][criterion]
                 hit = "**" if c["k"] == row["true_k"] else ""
-                marks.append(f"{hit}{c['k']}{hit} ({c['seconds']:.0f} s)")
+                marks.append(f"{hit}{c['k']}{hit}" + (f" ({c['seconds']:.0f} s)" if c["seconds"] is not None else ""))
             lines.append(f"| {name(row)} | {row['true_k']} | {row['separated']} | " + " | ".join(marks) + " |")
         lines += ["", "Pairs of classes that 2-means on the criteria's view does not separate (ARI with the pair's labels "
                   f"below {SEPARATED}):", ""]

@@ -27,9 +27,9 @@ def planted_blobs(k, per_class=30, dim=32, vocabulary=False):
 def test_the_default_criterion_finds_the_k_of_planted_blobs_over_the_default_range(k):
     x, nouns = planted_blobs(k, vocabulary=True)  # a text- default reads the vocabulary; the others ignore it
     num_centers = default_num_centers("planted", len(x), 20)[0]  # as `--num-clusters auto` sets it
-    scores, errors = criterion_curve(DEFAULT_K_CRITERION, x, range(2, 21), nouns=nouns, num_centers=num_centers)
-    chosen, runners_up = choose(DEFAULT_K_CRITERION, scores, errors)
-    assert chosen == k, (scores, errors)
+    curve = criterion_curve(DEFAULT_K_CRITERION, x, range(2, 21), nouns=nouns, num_centers=num_centers)
+    chosen, runners_up = choose(DEFAULT_K_CRITERION, *curve)
+    assert chosen == k, curve
     assert len(runners_up) == 2 and k not in runners_up
 
 
@@ -39,8 +39,24 @@ def test_the_text_criteria_score_image_and_counterpart():
     rng = np.random.default_rng(1)
     nouns = np.vstack([x[::30][:4] + 0.01 * rng.standard_normal((4, x.shape[1])), rng.standard_normal((20, x.shape[1]))]).astype(np.float32)
     for criterion in ("text-silhouette", "text-stability"):
-        scores, errors = criterion_curve(criterion, x, range(2, 9), nouns=nouns, num_centers=12)
-        assert choose(criterion, scores, errors)[0] == 4, (criterion, scores)
+        curve = criterion_curve(criterion, x, range(2, 9), nouns=nouns, num_centers=12)
+        assert choose(criterion, *curve)[0] == 4, (criterion, curve)
+
+
+def test_the_default_counts_the_small_groups_of_imbalanced_blobs():
+    """8 blobs with sizes falling by a constant ratio (1,000 rows down to 100): stability alone keeps
+    the large ones and merges small ones; the density count raises its K to 8."""
+    from sklearn.datasets import make_blobs
+
+    rng = np.random.default_rng(8)
+    centers = rng.standard_normal((8, 32))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    sizes = [int(round(1000 * 0.1 ** (i / 7))) for i in range(8)]
+    x, _ = make_blobs(sizes, centers=centers, cluster_std=0.15, random_state=8)
+    curve = criterion_curve("stability-density", 3 * x.astype(np.float32), range(2, 11))
+    assert choose("stability-density", *curve)[0] == 8, curve
+    assert choose("stability-density", {2: 0.5, 3: 0.4}, {2: 0.01, 3: 0.01}, {2: 0.1, 3: 0.9}) == (3, [2])
+    assert choose("stability-density", {2: 0.3, 3: 0.5}, {2: 0.01, 3: 0.01}, {2: 0.9, 3: 0.1}) == (3, [2])  # never lowered
 
 
 def test_the_rule_reads_k_off_the_curve_and_names_the_runners_up():
@@ -61,8 +77,8 @@ def test_every_criterion_the_scripts_accept_finds_well_separated_blobs():
     assert set(criteria) == set(K_CRITERIA) and DEFAULT_K_CRITERION in criteria
     x, nouns = planted_blobs(4, per_class=25, vocabulary=True)
     for criterion in criteria:
-        scores, errors = criterion_curve(criterion, x, range(2, 7), nouns=nouns, num_centers=12)
-        assert choose(criterion, scores, errors)[0] == 4, (criterion, scores)
+        curve = criterion_curve(criterion, x, range(2, 7), nouns=nouns, num_centers=12)
+        assert choose(criterion, *curve)[0] == 4, (criterion, curve)
 
 
 def test_eq2_gives_the_authors_centers_on_the_paper_datasets_except_stl10():

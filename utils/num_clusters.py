@@ -18,6 +18,9 @@ get the same K. The criteria:
                       Mean over STABILITY_SPLITS splits; the smallest K within one standard error of the
                       best score wins (the gap statistic's one-standard-error rule: on a plateau of
                       equally good K, the fewest clusters).
+  density             the number of dense groups HDBSCAN finds on random halves, small ones counted
+                      (utils/k_rules.py): the K most halves give
+  stability-density   stability's K, raised to the density count where that is larger (the default)
   text-<criterion>    the criterion on TAC's own features, [image, text counterpart] (what stage 5
                       clusters): counterparts made as stages 3-4 make them (spherical k-means into
                       semantic centers, each keeps its GAMMA most likely nouns, soft retrieval at tau
@@ -37,7 +40,7 @@ import warnings
 
 import numpy as np
 
-from utils import tac
+from utils import k_rules, tac
 from utils.cli import pin_command
 from utils.config import (
     AUTHORS_KMEANS_SEED,
@@ -67,9 +70,12 @@ RULES = {
     "davies-bouldin": ("lower", "the smallest Davies-Bouldin index"),
     "calinski-harabasz": ("higher", "the largest Calinski-Harabasz index"),
     "stability": ("higher", "the smallest K within one standard error of the largest stability gain over the reference"),
+    "density": ("higher", "the number of dense groups most random halves give (HDBSCAN)"),
+    "stability-density": ("higher", "stability's K, raised to the number of dense groups (HDBSCAN) where that is larger"),
 }
 LABELS = {"silhouette": "mean silhouette (cosine)", "davies-bouldin": "Davies-Bouldin index",
-          "calinski-harabasz": "Calinski-Harabasz index", "stability": "stability gain (ARI of halves, data - reference)"}
+          "calinski-harabasz": "Calinski-Harabasz index", "stability": "stability gain (ARI of halves, data - reference)",
+          "density": "share of halves with K dense groups", "stability-density": "stability gain (ARI of halves, data - reference)"}
 
 
 def resolve_num_clusters(args, labels, run=None, device=None):
@@ -186,7 +192,8 @@ def stability_curve(z, ks, splits=None, seed=SEED):
 
 
 def criterion_curve(criterion, images, ks, nouns=None, num_centers=None, device=None):
-    """The curve of `criterion` over ks on these images (the sample): (scores, standard errors or None)."""
+    """The curve of `criterion` over ks on these images (the sample): (scores, standard errors or
+    None, the density votes or None); `choose(criterion, *curve)` reads K off it."""
     from threadpoolctl import threadpool_limits
 
     base = base_criterion(criterion)
@@ -194,14 +201,17 @@ def criterion_curve(criterion, images, ks, nouns=None, num_centers=None, device=
     # cores are shared; and the curve is then the same whatever the machine's thread count.
     with threadpool_limits(1):
         z = features(criterion, images, nouns, num_centers, device)
-        if base == "stability":
-            return stability_curve(z, ks)
-        return index_curve(z, ks, base), None
+        votes = k_rules.density_votes(z, ks)[0] if "density" in base else None
+        if base == "density":
+            return votes, None, None
+        if base.startswith("stability"):
+            return (*stability_curve(z, ks), votes)
+        return index_curve(z, ks, base), None, None
 
 
-def choose(criterion, scores, errors=None):
+def choose(criterion, scores, errors=None, votes=None):
     """The K the criterion's rule picks from its curve, and the two runners-up (the next best
-    scores); ties go to the smaller K."""
+    scores); ties go to the smaller K. With density `votes`: raised to the density count."""
     better, _ = RULES[base_criterion(criterion)]
     sign = 1 if better == "higher" else -1
     valid = {k: v for k, v in scores.items() if v is not None}
@@ -210,7 +220,7 @@ def choose(criterion, scores, errors=None):
     best = max(sorted(valid), key=lambda k: sign * valid[k])
     chosen = min(k for k in valid if sign * valid[k] >= sign * valid[best] - errors[best]) if errors else best
     runners_up = sorted((k for k in valid if k != chosen), key=lambda k: (-sign * valid[k], k))[:2]
-    return chosen, runners_up
+    return k_rules.raise_to_density(chosen, runners_up, votes) if votes is not None else (chosen, runners_up)
 
 
 def estimate(run, args, device=None):
@@ -220,7 +230,8 @@ def estimate(run, args, device=None):
     base = base_criterion(criterion)
     settings = argparse.Namespace(criterion=criterion, low=low, high=high, sample=SAMPLE, view_dims=VIEW_DIMS,
                                   kmeans_init=KMEANS_INIT, splits=STABILITY_SPLITS, seed=SEED,
-                                  **({"gamma": GAMMA, "centers_kmeans": CENTERS_KMEANS} if criterion != base else {}))
+                                  **({"gamma": GAMMA, "centers_kmeans": CENTERS_KMEANS} if criterion != base else {}),
+                                  **({"density": k_rules.settings()} if "density" in base else {}))
     folder = os.path.join(run.layout.dataset, "num_clusters_auto")
     path, plot = os.path.join(folder, f"{criterion}_k{low}-{high}.json"), os.path.join(folder, f"{criterion}_k{low}-{high}.png")
     if not (up_to_date(path, __file__, settings) and os.path.exists(plot)):
@@ -234,13 +245,15 @@ def estimate(run, args, device=None):
         if criterion != base:
             nouns = cache.load_embedding(run.path("noun_embedding"))
             num_centers = default_num_centers(args.dataset, len(rows), high)[0]
-        scores, errors = criterion_curve(criterion, rows.take(picked), range(low, top + 1), nouns, num_centers, device)
-        chosen, runners_up = choose(criterion, scores, errors)
+        scores, errors, votes = criterion_curve(criterion, rows.take(picked), range(low, top + 1), nouns, num_centers, device)
+        chosen, runners_up = choose(criterion, scores, errors, votes)
         record = {"criterion": criterion, "better": RULES[base][0], "rule": RULES[base][1], "range": [low, top],
                   "sample": int(len(picked)), "train_images": int(len(rows)), "chosen": chosen, "runners_up": runners_up,
                   "scores": {str(k): None if v is None else round(v, 6) for k, v in scores.items()}}
         if errors is not None:
             record["standard_errors"] = {str(k): round(v, 6) for k, v in errors.items()}
+        if votes is not None:
+            record["density_votes"] = {str(k): v for k, v in votes.items() if v}
         if num_centers is not None:
             record["semantic_centers"] = int(num_centers)
         cache.save_json(path, record)
@@ -251,7 +264,7 @@ def estimate(run, args, device=None):
           f"{record['sample']} of {record['train_images']} train images); runners-up {', '.join(map(str, record['runners_up']))}; "
           f"curve: {plot}")
     print(f"  to pin it: {pin_command(k)}")
-    kept = ("criterion", "better", "rule", "range", "sample", "chosen", "runners_up", "scores", "standard_errors", "semantic_centers")
+    kept = ("criterion", "better", "rule", "range", "sample", "chosen", "runners_up", "scores", "standard_errors", "density_votes", "semantic_centers")
     return k, {"num_clusters_auto": {**{key: record[key] for key in kept if key in record},
                                      "file": os.path.relpath(path, run.layout.run), "plot": os.path.relpath(plot, run.layout.run)}}
 

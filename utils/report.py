@@ -75,6 +75,7 @@ class ClusterReport:
     links: bool = True  # the paths are files, which the report links to
     k_choice: dict = None  # how --num-clusters auto chose K (name_clusters.k_choice), or None
     skipped: list = ()  # [(path, why)] of the images stage 1 could not read: listed at the end
+    small_clusters: list = None  # [(cluster, images)] of an estimated K's smallest clusters (name_clusters.k_choice)
     clusters: list = field(init=False)  # the non-empty clusters, largest first
     shown: dict = field(init=False)  # cluster -> rows of its most and least confident images
 
@@ -111,6 +112,12 @@ class ClusterReport:
         sentence = (f"K = {c['chosen']} was chosen without labels by --k-criterion {c['criterion']}: {c['rule']} "
                     f"({c['better']} is better), over K = {low}..{high} on a seeded sample of {c['sample']} train images. "
                     f"Runners-up: {runners}.")
+        if self.small_clusters:
+            fewer, more = [k for k in c["runners_up"] if k < c["chosen"]], [k for k in c["runners_up"] if k > c["chosen"]]
+            sentence += (" Small clusters (under half the median size): "
+                         + ", ".join(f"{cluster} ({images} images)" for cluster, images in self.small_clusters)
+                         + (f"; the runner-up K = {max(fewer)} would merge small groups like these into larger ones" if fewer else "")
+                         + (f"; K = {min(more)} would split the clusters further" if more else "") + ".")
         errors = c.get("standard_errors") or {}
         rows = []
         for k, score in sorted(c["scores"].items(), key=lambda kv: int(kv[0])):
