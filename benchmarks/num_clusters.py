@@ -51,7 +51,7 @@ from utils.provenance import StageRun  # noqa: E402
 # tie of the `chose` cases, seeds 4-6 are held out.
 TIE_BREAK_DRAWS = [(count, seed) for count in (4, 7) for seed in (1, 2, 3)]
 HELD_OUT_DRAWS = [(count, seed) for count in (4, 7) for seed in (4, 5, 6)] + [(count, 4) for count in (5, 6, 8)]
-# Imbalanced collections (issue 27): class sizes falling by a constant ratio. Planted blobs for K =
+# Imbalanced collections: class sizes falling by a constant ratio. Planted blobs for K =
 # 5, 8 and 12 (one draw each to choose the rule on, one held out) and Fashion-MNIST draws of 5-7
 # classes with ratios 0.5-0.7 (imbalanced_draw): seeds 0-4 to choose on; seeds 10-19, held out,
 # were drawn and run only after the choice.
