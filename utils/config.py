@@ -26,7 +26,7 @@ IN_MEMORY_GIB = 4.0
 AUTO_RANGE = [2, 20]  # the K that --num-clusters auto tries by default
 # How --num-clusters auto scores each K (utils/num_clusters.py says what each one is). The default is
 # the one that did best in benchmarks/num_clusters.py (docs/num-clusters.md says how it was chosen).
-K_CRITERIA = ("stability-density", "stability", "density", "silhouette", "davies-bouldin", "calinski-harabasz",
+K_CRITERIA = ("stability", "silhouette", "davies-bouldin", "calinski-harabasz", "density", "stability-density",
               "text-stability", "text-silhouette", "text-davies-bouldin", "text-calinski-harabasz")
 DEFAULT_K_CRITERION = "stability"
 GAMMA = 5  # nouns kept per semantic center (the paper's gamma)
