@@ -28,5 +28,5 @@ AUTO_RANGE = [2, 20]  # the K that --num-clusters auto tries by default
 # the one that did best in benchmarks/num_clusters.py (docs/num-clusters.md says how it was chosen).
 K_CRITERIA = ("stability", "silhouette", "davies-bouldin", "calinski-harabasz", "density", "stability-density",
               "text-stability", "text-silhouette", "text-davies-bouldin", "text-calinski-harabasz")
-DEFAULT_K_CRITERION = "stability"
+DEFAULT_K_CRITERION = "stability-density"
 GAMMA = 5  # nouns kept per semantic center (the paper's gamma)
