@@ -4,7 +4,7 @@ import numpy as np
 
 from utils.clustering import knn_indices, spherical_kmeans
 from utils.errors import StageError
-from utils.rows import CHUNK_ROWS, as_rows, l2_normalize
+from utils.rows import as_rows, l2_normalize
 
 CENTER_METHODS = ("kmeans", "agglomerative", "spectral", "dbscan")
 

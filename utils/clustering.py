@@ -4,7 +4,7 @@ import numpy as np
 
 from utils.config import IN_MEMORY_GIB
 from utils.errors import StageError
-from utils.rows import CHUNK_ROWS, GIB, as_rows, chunk_bounds, l2_normalize
+from utils.rows import GIB, as_rows, chunk_bounds, l2_normalize
 
 
 def _use_gpu(device):
