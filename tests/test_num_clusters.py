@@ -59,6 +59,29 @@ def test_the_default_counts_the_small_groups_of_imbalanced_blobs():
     assert choose("stability-density", {2: 0.3, 3: 0.5}, {2: 0.01, 3: 0.01}, {2: 0.9, 3: 0.1}) == (3, [2])  # never lowered
 
 
+def test_the_density_count_keeps_small_groups_beside_a_large_one(monkeypatch):
+    """Three groups of 60 rows beside one of 1,500 (and one of 600 far off): the leaves of HDBSCAN's
+    tree count all five in most halves; its usual excess-of-mass choice keeps the large group whole
+    with its neighbours in half of them, and the count falls to 2."""
+    from utils import k_rules
+
+    rng = np.random.default_rng(0)
+    parts = [0.15 * rng.standard_normal((1500, 16))]
+    for j in range(3):
+        small = 0.08 * rng.standard_normal((60, 16))
+        small[:, 2 + j] += 1.2
+        parts.append(small)
+    far = 0.15 * rng.standard_normal((600, 16))
+    far[:, 1] += 3
+    parts.append(far)
+    z = np.vstack(parts).astype(np.float32)
+    votes, counts = k_rules.density_votes(z - z.mean(0), range(2, 8))
+    assert k_rules.density_count(votes) == 5, counts
+    monkeypatch.setattr(k_rules, "DENSITY_SELECTION", "eom")
+    votes, counts = k_rules.density_votes(z - z.mean(0), range(2, 8))
+    assert k_rules.density_count(votes) == 2, counts
+
+
 def test_the_rule_reads_k_off_the_curve_and_names_the_runners_up():
     scores = {2: 0.1, 3: 0.48, 4: 0.5, 5: 0.3}
     errors = {k: 0.03 for k in scores}
