@@ -422,7 +422,7 @@ def report(results, timing, criteria, large_note):
                   f"below {SEPARATED}):", ""]
         for row in results:
             if row["not_separated"]:
-                words = [f"{pair_name(a, b, row.get('class_names'))} {ari:.2f}" for a, b, ari in row["not_separated"]]
+                words = [f"{pair_name(a, b, row['class_names'])} {ari:.2f}" for a, b, ari in row["not_separated"]]
                 lines.append(f"- {row['case']}: " + ", ".join(words))
         lines += ["", "TAC without training at each criterion's K, ACC / NMI / ARI on the test split:", "",
                   "| data | at the true K | " + " | ".join(criteria) + " |", "|---|---|" + "---|" * len(criteria)]
@@ -459,6 +459,7 @@ def report(results, timing, criteria, large_note):
 def pair_name(a, b, names):
     """Two classes of a case by name (labels are indices into `names`), else by number."""
     return f"{a} + {b}" if names is None else f"{names[a]} + {names[b]}"
+
 
 if __name__ == "__main__":
     main()
