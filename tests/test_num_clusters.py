@@ -83,6 +83,25 @@ def test_the_density_count_keeps_small_groups_beside_a_large_one(monkeypatch):
     assert k_rules.density_count(votes) == 2, counts
 
 
+def test_the_benchmark_counts_the_groups_that_keep_separated_classes_apart():
+    """The benchmark's count of what the features separate: a shirt confused with a T-shirt and
+    with a coat, the two told apart, is two groups, not the one that transitive joining gives."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "num_clusters.py")
+    spec = importlib.util.spec_from_file_location("benchmark_num_clusters", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    tshirt, coat, shirt, bag = 0, 4, 6, 8
+    confused = [(tshirt, shirt), (coat, shirt)]
+    assert benchmark.fewest_groups([tshirt, coat, shirt, bag], confused) == 3
+    assert benchmark.transitive_groups([tshirt, coat, shirt, bag], confused) == 2
+    assert benchmark.fewest_groups(list(range(5)), [(i, (i + 1) % 5) for i in range(5)]) == 3  # a ring of five
+    assert benchmark.fewest_groups(list(range(6)), [(a, b) for a in range(6) for b in range(a + 1, 6)]) == 1
+    assert benchmark.fewest_groups(list(range(20)), []) == 20
+
+
 def test_the_rule_reads_k_off_the_curve_and_names_the_runners_up():
     scores = {2: 0.1, 3: 0.48, 4: 0.5, 5: 0.3}
     errors = {k: 0.03 for k in scores}
