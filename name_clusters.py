@@ -38,6 +38,7 @@ from utils.naming import (
     noun_mass,
     rank_names,
     retrieval_tau,
+    small_clusters,
 )
 from utils.provenance import atomic_write, read_sidecar
 from utils.stage import start_stage
@@ -195,9 +196,8 @@ def k_choice(run, args, k, out, sizes):
         data_dir = [] if os.path.abspath(args.data_dir) == os.path.abspath("data") else ["--data-dir", args.data_dir]
         pin = shlex.join(["python3", "run_pipeline.py", *data_dir, "--dataset", args.dataset, "--backbone", args.backbone,
                           "--num-clusters", str(k), "--report"])
-    present = sizes[sizes > 0]
-    small = [[int(c), int(sizes[c])] for c in np.argsort(sizes, kind="stable") if 0 < sizes[c] < np.median(present) / 2][:3]
-    return {**record, "image": os.path.basename(image) if os.path.isfile(plot) else None, "pin": pin, "small_clusters": small}
+    return {**record, "image": os.path.basename(image) if os.path.isfile(plot) else None, "pin": pin,
+            "small_clusters": small_clusters(sizes)}
 
 
 def write_report(run, args, dataset, index, preds, confidence, ranked, sizes, labels, class_names, paths, choice=None, skipped=()):

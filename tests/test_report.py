@@ -196,3 +196,27 @@ def test_assign_images_by_kmeans_takes_the_centroid_of_largest_cosine():
     cluster, confidence = assign(None, "image_kmeans", new, clustered, preds, 3, None, None, "cpu")
     assert cluster.tolist() == [1, 0]  # cluster 2 is empty: it takes no image
     np.testing.assert_allclose(confidence, [0.65, 1.0], atol=1e-5)
+
+
+def test_the_report_lists_small_clusters_and_the_k_that_would_merge_them():
+    """An estimated K with two small clusters beside large ones: the report, HTML and Markdown,
+    names them with their sizes, the smaller runner-up K that would merge them and the larger one."""
+    from utils.naming import small_clusters
+    from utils.report import ClusterReport, report_html, report_markdown
+
+    sizes = np.array([400, 380, 30, 410, 25, 0])  # median of the non-empty 380: below 190 is small
+    assert small_clusters(sizes) == [[4, 25], [2, 30]]
+    assert small_clusters(np.array([100, 90, 110, 95])) == []
+    preds = np.repeat(np.arange(len(sizes)), sizes)
+    choice = {"chosen": 5, "criterion": "stability-density", "rule": "the rule", "better": "higher", "range": [2, 20],
+              "sample": 1245, "runners_up": [3, 8], "scores": {"3": 0.61, "5": 0.58, "8": 0.52}, "standard_errors": {},
+              "pin": "python3 run_pipeline.py --dataset folder:photos --num-clusters 5 --report", "image": None}
+    report = ClusterReport(title="photos", preds=preds, confidence=np.ones(len(preds)), index=np.arange(len(preds)),
+                           ranked=[[("word", 1.0)]] * len(sizes), sizes=sizes, k_choice=choice,
+                           small_clusters=small_clusters(sizes))
+    expected = ("Small clusters (under half the median size): 4 (25 images), 2 (30 images); the runner-up K = 3 "
+                "would merge small groups like these into larger ones; K = 8 would split the clusters further.")
+    assert expected in report_markdown(report, with_thumbnails=False)
+    assert html.escape(expected) in report_html(report, with_thumbnails=False)
+    report.small_clusters = small_clusters(np.array([100, 90, 110, 95]))
+    assert "Small clusters" not in report_markdown(report, with_thumbnails=False)

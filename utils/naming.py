@@ -138,6 +138,13 @@ def most_confident(preds, confidence, cluster, count):
     return members[np.lexsort((members, -confidence[members]))][:count]
 
 
+def small_clusters(sizes, most=3):
+    """The smallest non-empty clusters, below half the median size of the non-empty ones, smallest
+    first (at most `most`): [cluster, images]. A smaller runner-up K may merge such groups."""
+    present = sizes[sizes > 0]
+    return [[int(c), int(sizes[c])] for c in np.argsort(sizes, kind="stable") if 0 < sizes[c] < np.median(present) / 2][:most]
+
+
 def majority_classes(preds, labels, num_clusters):
     """Each cluster's most frequent label (-1 for an empty cluster)."""
     counts = np.zeros((num_clusters, labels.max() + 1), dtype=np.int64)
