@@ -1,21 +1,21 @@
 """A count of dense groups, small ones included, for `--k-criterion density` and `stability-density`.
 
 Stability (utils/num_clusters.py) scores a K by how well two k-means fitted on random halves agree:
-a score in which a group of 40 among 1,300 moves little, so on an imbalanced collection it keeps
-the large groups and merges the small ones. The density count does not weigh groups by size: on
+a score in which a group of 40 among 1,300 moves little, so on an imbalanced collection it keeps the
+large groups and merges the small ones. The density count does not weigh groups by size: on
 DENSITY_RUNS random halves of the view, each projected on its first DENSITY_DIMS principal
-components, scikit-learn's HDBSCAN (Campello, Moulavi and Sander 2013) finds some number of
-groups: the leaves of its cluster tree, every group of at least DENSITY_MIN_SIZE rows that splits no
-further into two such groups, the rest left as noise. HDBSCAN's usual choice (excess of mass) keeps
-a parent group wherever its mass outweighs its children's, which merges a small group into its
-large neighbour: the very error this count is there to avoid (on the Fashion-MNIST draws with falling
-class sizes the benchmark chose on, within 1 of the groups the features separate in 11 of 16 draws
-against 13 with the leaves). Each K's score is the share of the runs that found K groups (its
-votes); `density` takes the K most runs found (ties to the smaller). `stability-density` takes
-stability's K, raised to the density count where that is larger: groups that stability merged but
-that are dense apart. Few dimensions keep HDBSCAN's distances meaningful (a 64-d view spreads
-every group's neighbours alike); DENSITY_DIMS of them can hold about that many groups apart, so the
-count is no use beyond it, where stability's K stands.
+components, scikit-learn's HDBSCAN (Campello, Moulavi and Sander 2013) finds some number of groups:
+the leaves of its cluster tree, every group of at least DENSITY_MIN_SIZE rows that splits no further
+into two such groups, the rest left as noise. HDBSCAN's usual choice (excess of mass) keeps a parent
+group wherever its mass outweighs its children's, which merges a small group into its large
+neighbour: the very error this count is there to avoid (on the Fashion-MNIST draws with falling
+class sizes the benchmark chose on, within 1 of the groups the features separate in 9 of 16 draws
+against 13 with the leaves: docs/num-clusters.md). Each K's score is the share of the runs that
+found K groups (its votes); `density` takes the K most runs found (ties to the smaller).
+`stability-density` takes stability's K, raised to the density count where that is larger: groups
+that stability merged but that are dense apart. Few dimensions keep HDBSCAN's distances meaningful
+(a 64-d view spreads every group's neighbours alike); DENSITY_DIMS of them can hold about that many
+groups apart, so the count is no use beyond it, where stability's K stands.
 """
 import numpy as np
 
