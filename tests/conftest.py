@@ -1,8 +1,9 @@
 """Shared fixtures: a tiny randomly initialised CLIP saved as a checkpoint that clip.load(path)
 accepts, a generated image folder, and a tiny vocabulary; `needs`, for tests of what install.sh installs."""
 import contextlib
-import importlib
 import csv
+import importlib
+import importlib.util
 import io
 import os
 import subprocess
@@ -43,6 +44,17 @@ def torch_threads():
     import torch
 
     return torch.get_num_threads()
+
+
+def load_script(script):
+    """A script of the repository as a module: imported by name at the root, loaded from its path in
+    a folder that is no package (benchmarks/)."""
+    if os.path.dirname(script) == "":
+        return importlib.import_module(script[:-3])
+    spec = importlib.util.spec_from_file_location(script[:-3].replace("/", "_"), os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_script(script, *args, cwd=ROOT, check=True, cli=False):

@@ -8,15 +8,13 @@ Commands are read from fenced code blocks and from inline code that starts with 
 real value, e.g. /path/to/photos)."""
 import contextlib
 import glob
-import importlib
-import importlib.util
 import io
 import os
 import re
 import shlex
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from utils.errors import StageError, check_ranges
 
@@ -136,14 +134,7 @@ def script_runs(command):
 
 def script_parser(script):
     """The script's own parser: `build_parser()` of the module, imported from the repository root."""
-    path = os.path.join(ROOT, script)
-    if os.path.dirname(script) == "":
-        module = importlib.import_module(script[:-3])
-    else:
-        spec = importlib.util.spec_from_file_location("docs_" + script[:-3].replace("/", "_"), path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module.build_parser()
+    return load_script(script).build_parser()
 
 
 def unparsable_commands(doc):

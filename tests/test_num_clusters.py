@@ -86,13 +86,9 @@ def test_the_density_count_keeps_small_groups_beside_a_large_one(monkeypatch):
 def test_the_benchmark_counts_the_groups_that_keep_separated_classes_apart():
     """The benchmark's count of what the features separate: a shirt confused with a T-shirt and
     with a coat, the two told apart, is two groups, not the one that transitive joining gives."""
-    import importlib.util
-    import os
+    from conftest import load_script
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "num_clusters.py")
-    spec = importlib.util.spec_from_file_location("benchmark_num_clusters", path)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_script("benchmarks/num_clusters.py")
     tshirt, coat, shirt, bag = 0, 4, 6, 8
     confused = [(tshirt, shirt), (coat, shirt)]
     assert benchmark.fewest_groups([tshirt, coat, shirt, bag], confused) == 3
