@@ -286,14 +286,15 @@ def fewest_groups(classes, confused, budget=1_000_000):
         together[a].add(b)
         together[b].add(a)
     order = sorted((c for c in classes if together[c]), key=lambda c: -len(together[c]))
-    best, steps = [len(order)], [0]
+    best, steps = len(order), 0
 
     def assign(i, groups):
-        steps[0] += 1
-        if len(groups) >= best[0] or steps[0] > budget:
+        nonlocal best, steps
+        steps += 1
+        if len(groups) >= best or steps > budget:
             return
         if i == len(order):
-            best[0] = len(groups)
+            best = len(groups)
             return
         c = order[i]
         for group in groups:
@@ -304,9 +305,9 @@ def fewest_groups(classes, confused, budget=1_000_000):
         assign(i + 1, groups + [{c}])
 
     assign(0, [])
-    if steps[0] > budget:
+    if steps > budget:
         print(f"  the search for the fewest groups stopped after {budget:,} steps: the count is an upper bound", flush=True)
-    return best[0] + sum(1 for c in classes if not together[c])
+    return best + sum(1 for c in classes if not together[c])
 
 
 def transitive_groups(classes, confused):
